@@ -1,0 +1,290 @@
+"""``mdp``: the platform's command line (seed a world, run the graph, query the warehouse).
+
+Output goes through one rich console; errors are one clear line on stderr and a non-zero
+exit, never a traceback, for the failures a user can fix (bad config, missing data).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+import time
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="my_data_platform: seed a world, run the asset graph, query the warehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """An error the user can act on: printed as one line, exit code 2."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _store():
+    from my_data_platform.defs.lake.resources import object_store_resource_from_settings
+
+    return object_store_resource_from_settings().get_store()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def seed(
+    days: Annotated[int, typer.Option(min=1, help="Days of activity logs.")] = 3,
+    users: Annotated[int, typer.Option(min=1)] = 300,
+    photos: Annotated[int, typer.Option(min=1, help="Photos uploaded over the days.")] = 3000,
+    events_per_day: Annotated[int, typer.Option(min=1)] = 60_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same world.")] = 42,
+    corrupt_rate: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.0,
+    start_date: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
+    append_days: Annotated[
+        int, typer.Option(min=0, help="Append N days to the existing world instead.")
+    ] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing world.")] = False,
+) -> None:
+    """Generate a synthetic photo-sharing world: OLTP tables, JPEG images, daily event logs."""
+    from my_data_platform.settings import get_settings
+    from my_data_platform.synth import WorldConfig, WorldExistsError, generate_world
+    from my_data_platform.synth import append_days as append
+
+    s = get_settings()
+    store = _store()
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        try:
+            if append_days:
+                summary = append(append_days, store, s.oltp_url, s.ground_truth_dir, report)
+            else:
+                try:
+                    start = dt.date.fromisoformat(start_date)
+                except ValueError:
+                    _fail(f"--start-date must be YYYY-MM-DD, got {start_date!r}")
+                cfg = WorldConfig(
+                    days=days,
+                    users=users,
+                    photos=photos,
+                    events_per_day=events_per_day,
+                    seed=seed,
+                    corrupt_rate=corrupt_rate,
+                    start_date=start,
+                )
+                summary = generate_world(
+                    cfg, store, s.oltp_url, s.ground_truth_dir, report, force=force
+                )
+        except WorldExistsError as exc:
+            _fail(f"{exc} (use --force to replace it, or --append-days N to extend it)")
+        except FileNotFoundError as exc:
+            _fail(str(exc))
+    secs = time.perf_counter() - t0
+    n_days = len(summary.days)
+    console.print(
+        f"[green]seeded[/] {n_days} day(s) {summary.days[0]}..{summary.days[-1]}: "
+        f"{summary.users} users, {summary.photos} photos, {summary.events:,} event lines "
+        f"in {secs:.1f}s into {store.describe()}"
+    )
+    if summary.corruptions:
+        bad = ", ".join(f"{k}={v}" for k, v in sorted(summary.corruptions.items()) if v)
+        console.print(f"injected bad data: {bad}")
+
+
+@app.command()
+def run(
+    select: Annotated[
+        str | None,
+        typer.Option("--select", "-s", help="Dagster asset selection, e.g. 'group:warehouse'."),
+    ] = None,
+) -> None:
+    """Materialize the selected assets (default: all) for every landed partition."""
+    from my_data_platform.runner import execute_plan, get_instance, load_definitions, plan_refresh
+
+    instance = get_instance()
+    defs = load_definitions()
+    try:
+        plan = plan_refresh(defs, instance, select)
+    except Exception as exc:
+        _fail(str(exc))
+    console.print(
+        f"refreshing {sum(len(k) for _, k in plan.phases)} assets over "
+        f"{len(plan.days)} landed day(s) in {plan.run_count} run(s); "
+        f"instance: {instance.root_directory}"
+    )
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("runs", total=plan.run_count)
+
+        def done(outcome: Any) -> None:
+            label = outcome.partition or "unpartitioned"
+            mark = "[green]ok[/]" if outcome.success else "[red]FAILED[/]"
+            progress.console.print(
+                f"  {mark} {label}: {', '.join(outcome.assets)}  (run {outcome.run_id[:8]})"
+            )
+            progress.advance(task)
+
+        outcomes = execute_plan(defs, instance, plan, done)
+    _print_run_summary(outcomes, time.perf_counter() - t0)
+    if not all(o.success for o in outcomes) or any(
+        "(blocking)" in c for o in outcomes for c in o.failed_checks
+    ):
+        raise typer.Exit(1)
+
+
+def _print_run_summary(outcomes: list[Any], seconds: float) -> None:
+    rows: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        for key, md in o.materializations.items():
+            r = rows.setdefault(key, {"materializations": 0, "rows": 0})
+            r["materializations"] += 1
+            n = md.get("dagster/row_count")
+            if isinstance(n, int):
+                r["rows"] += n
+    table = Table(title="mdp run summary")
+    table.add_column("asset")
+    table.add_column("materializations", justify="right")
+    table.add_column("rows", justify="right")
+    for key in sorted(rows):
+        table.add_row(key, str(rows[key]["materializations"]), f"{rows[key]['rows']:,}")
+    console.print(table)
+    failed = [s for o in outcomes for s in o.failed_steps]
+    checks = [c for o in outcomes for c in o.failed_checks]
+    ok = sum(o.success for o in outcomes)
+    console.print(f"{ok}/{len(outcomes)} runs succeeded in {seconds:.1f}s")
+    for f in failed:
+        err.print(f"[red]failed step[/] {f}", highlight=False, soft_wrap=True)
+    for c in checks:
+        err.print(f"[red]failed check[/] {c}", highlight=False, soft_wrap=True)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Query the warehouse read-only, while the pipeline keeps writing."""
+    from my_data_platform.core.warehouse import (
+        ReadOnlyViolation,
+        WarehouseError,
+        location_from_settings,
+        run_analyst_query,
+    )
+
+    if format not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json, got {format!r}")
+    import duckdb
+
+    try:
+        cols, rows = run_analyst_query(location_from_settings(), query, _store())
+    except ReadOnlyViolation as exc:
+        _fail(str(exc))
+    except (WarehouseError, duckdb.Error) as exc:
+        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if format == "json":
+        sys.stdout.write(
+            json.dumps([{c: _jsonable(v) for c, v in zip(cols, r, strict=True)} for r in rows])
+            + "\n"
+        )
+    elif format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows([[_jsonable(v) for v in r] for r in rows])
+    else:
+        table = Table(show_lines=False)
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*["NULL" if v is None else str(v) for v in r])
+        console.print(table)
+        console.print(f"{len(rows)} row(s)")
+
+
+@app.command("demo-summary")
+def demo_summary() -> None:
+    """Print where to look after `make demo`."""
+    from my_data_platform.core.warehouse import location_from_settings, run_analyst_query
+
+    loc = location_from_settings()
+    _, rows = run_analyst_query(
+        loc,
+        "SELECT (SELECT count(*) FROM warehouse.events), "
+        "(SELECT count(*) FROM warehouse.events_quarantine), "
+        "(SELECT count(*) FROM warehouse.photos), (SELECT count(*) FROM warehouse.users)",
+        _store(),
+    )
+    events, quarantined, photos, users = rows[0]
+    console.print(
+        f"\n[bold]warehouse[/]: {events:,} events, {quarantined:,} quarantined lines, "
+        f"{photos:,} photos, {users:,} users  ({loc.describe()})"
+    )
+    console.print("[bold]Dagster UI[/]:   make dev   ->  http://127.0.0.1:3000")
+    console.print(
+        '[bold]SQL[/]:          .venv/bin/mdp sql "SELECT * FROM warehouse.photo_engagement_daily '
+        'ORDER BY likes DESC LIMIT 10"'
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        from my_data_platform.core.objectstore import ObjectStoreError
+        from my_data_platform.core.oltp import OLTPError
+        from my_data_platform.settings import SettingsError
+
+        if isinstance(exc, ObjectStoreError | OLTPError | SettingsError | UserError):
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

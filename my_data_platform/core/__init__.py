@@ -1,0 +1,1 @@
+"""The pure core: plain Python, no Dagster imports, testable on its own."""

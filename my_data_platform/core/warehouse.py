@@ -1,0 +1,207 @@
+"""The DuckDB warehouse: a DuckLake catalog whose data files live in the lake.
+
+DuckLake keeps table metadata in a catalog database (SQLite by default, PostgreSQL in
+production) and data as Parquet files under ``DATA_PATH``. Every commit is a snapshot, so an
+analyst's long query reads one consistent snapshot while the pipeline commits new ones, and a
+partition replaced inside one transaction is never seen half written or missing.
+
+Tables follow asset keys: asset ``warehouse/events`` is ``warehouse.events`` once the lake is
+the default catalog (``USE mdp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from my_data_platform.core.duck import load_extension, sql_literal
+from my_data_platform.core.objectstore import ObjectStore
+
+CATALOG_ALIAS = "mdp"
+
+# What an analyst may run: queries that only read.
+READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be reached or used; the message names the catalog."""
+
+
+class ReadOnlyViolation(WarehouseError):
+    """An analyst statement would write or reach outside the warehouse."""
+
+
+@dataclass(frozen=True)
+class WarehouseLocation:
+    """Where the catalog and the data files are.
+
+    ``catalog`` is ``sqlite:<path>``, ``postgres:<libpq connection string>`` or
+    ``duckdb:<path>``; ``data_path`` is a folder or an ``s3://`` prefix.
+    """
+
+    catalog: str
+    data_path: str
+
+    def describe(self) -> str:
+        # A PostgreSQL connection string may carry a password: show only its kind and dbname.
+        kind, _, rest = self.catalog.partition(":")
+        if kind == "postgres":
+            db = re.search(r"dbname=(\S+)", rest)
+            return f"DuckLake on postgres:{db.group(1) if db else '?'}, data in {self.data_path}"
+        return f"DuckLake catalog {self.catalog}, data in {self.data_path}"
+
+    def ensure_local_dirs(self) -> None:
+        kind, _, rest = self.catalog.partition(":")
+        if kind in ("sqlite", "duckdb"):
+            Path(rest).parent.mkdir(parents=True, exist_ok=True)
+        if not self.data_path.startswith("s3://"):
+            Path(self.data_path).mkdir(parents=True, exist_ok=True)
+
+    def catalog_exists(self) -> bool:
+        kind, _, rest = self.catalog.partition(":")
+        if kind in ("sqlite", "duckdb"):
+            return Path(rest).is_file()
+        return True
+
+
+def location_from_settings() -> WarehouseLocation:
+    """The configured location; data files default to ``warehouse/`` in the object store."""
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+    if s.warehouse_data_path:
+        data_path = s.warehouse_data_path
+    elif s.object_store == "s3":
+        prefix = f"{s.s3_prefix}/" if s.s3_prefix else ""
+        data_path = f"s3://{s.s3_bucket}/{prefix}warehouse/"
+    else:
+        data_path = str(s.lake_root / "warehouse") + "/"
+    return WarehouseLocation(catalog=s.warehouse_catalog, data_path=data_path)
+
+
+def attach(
+    conn: duckdb.DuckDBPyConnection,
+    location: WarehouseLocation,
+    store: ObjectStore | None = None,
+    *,
+    read_only: bool = False,
+) -> None:
+    """Attach the DuckLake catalog as ``mdp`` and make it the default database."""
+    load_extension(conn, "ducklake")
+    kind = location.catalog.partition(":")[0]
+    if kind == "sqlite":
+        load_extension(conn, "sqlite")
+    elif kind == "postgres":
+        load_extension(conn, "postgres")
+    if store is not None:
+        store.configure_duckdb(conn)
+    if read_only and not location.catalog_exists():
+        raise WarehouseError(
+            f"the warehouse has not been built yet: {location.describe()} does not exist "
+            "(run `mdp run` first)"
+        )
+    if not read_only:
+        location.ensure_local_dirs()
+    options = [f"DATA_PATH {sql_literal(location.data_path)}"]
+    if read_only:
+        options.append("READ_ONLY")
+    try:
+        conn.execute(
+            f"ATTACH IF NOT EXISTS {sql_literal('ducklake:' + location.catalog)} "
+            f"AS {CATALOG_ALIAS} ({', '.join(options)})"
+        )
+        conn.execute(f"USE {CATALOG_ALIAS}")
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open {location.describe()}: {exc}") from exc
+
+
+def connect(
+    location: WarehouseLocation,
+    store: ObjectStore | None = None,
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB session with the warehouse attached as its default catalog."""
+    config: dict[str, str | int] = {"custom_user_agent": "my_data_platform"}
+    if threads:
+        config["threads"] = threads
+    conn = duckdb.connect(":memory:", config=config)
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+        attach(conn, location, store, read_only=read_only)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One DuckLake commit: everything inside becomes visible at once, or not at all."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+        [CATALOG_ALIAS, schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def check_read_only(conn: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
+    """Parse ``sql`` and refuse anything but reading statements, naming the offender."""
+    try:
+        statements = conn.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ReadOnlyViolation(f"cannot parse the query: {exc}") from exc
+    if not statements:
+        raise ReadOnlyViolation("no statement given")
+    for st in statements:
+        if st.type not in READ_ONLY_STATEMENTS:
+            kind = st.type.name
+            raise ReadOnlyViolation(
+                f"refused: {kind} statements are not allowed here; `mdp sql` is read-only "
+                "(SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
+            )
+    return statements
+
+
+def analyst_connection(
+    location: WarehouseLocation, store: ObjectStore | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A read-only session: the lake attached READ_ONLY and the configuration locked."""
+    conn = connect(location, store, read_only=True)
+    conn.execute("SET lock_configuration = true")
+    return conn
+
+
+def run_analyst_query(
+    location: WarehouseLocation, sql: str, store: ObjectStore | None = None
+) -> tuple[list[str], list[tuple]]:
+    """Run a read-only query; returns column names and rows of the last statement."""
+    conn = analyst_connection(location, store)
+    try:
+        statements = check_read_only(conn, sql)
+        rel = None
+        for st in statements:
+            rel = conn.execute(st.query)
+        assert rel is not None
+        cols = [d[0] for d in (rel.description or [])]
+        return cols, rel.fetchall()
+    finally:
+        conn.close()

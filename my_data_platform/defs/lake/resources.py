@@ -1,0 +1,70 @@
+"""Object storage as a Dagster resource: one interface, a local folder or S3."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from my_data_platform.core.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
+
+
+class ObjectStoreResource(dg.ConfigurableResource, ABC):
+    """Where raw payloads and lake files live. Assets call :meth:`get_store`."""
+
+    @abstractmethod
+    def get_store(self) -> ObjectStore: ...
+
+
+class LocalObjectStoreResource(ObjectStoreResource):
+    """The embedded default: a folder (``$MDP_DATA_DIR/lake``)."""
+
+    root: str
+
+    def get_store(self) -> ObjectStore:
+        return LocalObjectStore(self.root)
+
+
+class S3ObjectStoreResource(ObjectStoreResource):
+    """S3 or an S3-compatible endpoint, through dagster-aws's ``S3Resource``."""
+
+    bucket: str
+    prefix: str = ""
+    s3: S3Resource
+
+    def get_store(self) -> ObjectStore:
+        creds = {}
+        if self.s3.aws_access_key_id:
+            creds = {
+                "aws_access_key_id": self.s3.aws_access_key_id,
+                "aws_secret_access_key": self.s3.aws_secret_access_key or "",
+            }
+        return S3ObjectStore(
+            self.s3.get_client(),
+            self.bucket,
+            self.prefix,
+            endpoint_url=self.s3.endpoint_url,
+            region=self.s3.region_name or "us-east-1",
+            credentials=creds,
+        )
+
+
+def object_store_resource_from_settings() -> ObjectStoreResource:
+    """Build the configured implementation; secrets stay ``EnvVar``s until run time."""
+    import os
+
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+    if s.object_store == "local":
+        return LocalObjectStoreResource(root=str(s.lake_root))
+    s3_kwargs: dict = {"region_name": s.s3_region}
+    if s.s3_endpoint_url:
+        s3_kwargs["endpoint_url"] = s.s3_endpoint_url
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        s3_kwargs["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
+        s3_kwargs["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    return S3ObjectStoreResource(
+        bucket=s.s3_bucket or "", prefix=s.s3_prefix, s3=S3Resource(**s3_kwargs)
+    )

@@ -1,0 +1,42 @@
+"""Metadata people can read: row counts, a schema and a preview for every table asset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+
+
+def table_metadata(
+    data: pl.DataFrame | pa.Table, preview_rows: int = 5, row_count: int | None = None
+) -> dict[str, Any]:
+    """Row count, column schema and a Markdown preview.
+
+    Pass only a sample as ``data`` together with the true ``row_count`` for big tables.
+    """
+    df = data if isinstance(data, pl.DataFrame) else pl.from_arrow(data)
+    assert isinstance(df, pl.DataFrame)
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=n, type=str(t)) for n, t in df.schema.items()]
+    )
+    return {
+        "dagster/row_count": df.height if row_count is None else row_count,
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(markdown_preview(df, preview_rows)),
+    }
+
+
+def markdown_preview(df: pl.DataFrame, rows: int = 5) -> str:
+    head = df.head(rows)
+    if not head.columns:
+        return "_(no columns)_"
+    cols = head.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in head.iter_rows():
+        cells = [("" if v is None else str(v)).replace("|", "\\|")[:60] for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if df.height == 0:
+        lines.append("_(empty)_")
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""The OLTP metadata database as a Dagster resource (any SQLAlchemy URL)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from my_data_platform.core import oltp
+
+
+class OLTPResource(dg.ConfigurableResource):
+    """The app's row-oriented database: ``users`` and ``photos``. Read, never written."""
+
+    url: str
+
+    def describe(self) -> str:
+        return oltp.redact_url(self.url)
+
+    def read_table(self, table: str, columns: list[str]) -> pl.DataFrame:
+        return oltp.read_table(self.url, table, columns)
+
+    def read_ids(self, table: str, column: str) -> np.ndarray:
+        return self.read_table(table, [column])[column].to_numpy()

@@ -1,0 +1,190 @@
+"""The warehouse: DuckDB tables (on DuckLake) that analysts query with SQL.
+
+Tables follow asset keys (``warehouse/events`` is ``warehouse.events``). Tables produced from
+DataFrames go through the DuckLake IO manager, which replaces a partition inside one
+transaction; tables that are pure SQL run inside the warehouse as one transaction too.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from my_data_platform.core.objectstore import ObjectNotFoundError
+from my_data_platform.core.warehouse import transaction
+from my_data_platform.defs.lake.assets import (
+    PHOTOS_MANIFEST_OBJECT,
+    lake_events_object,
+    lake_events_quarantine_object,
+    read_parquet,
+)
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.metadata import table_metadata
+from my_data_platform.defs.partitions import event_days
+from my_data_platform.defs.sources.resources import OLTPResource
+from my_data_platform.defs.warehouse.resources import WarehouseResource
+
+USER_COLUMNS = ["user_id", "joined_at", "follower_count"]
+PHOTO_COLUMNS = ["photo_id", "user_id", "uploaded_at", "caption", "object_key"]
+
+
+def _utc(df: pl.DataFrame, *cols: str) -> pl.DataFrame:
+    """SQLite hands timestamps back naive; they are UTC by contract."""
+    out = []
+    for c in cols:
+        dtype = df.schema[c]
+        if dtype == pl.String:
+            out.append(pl.col(c).str.to_datetime(time_zone="UTC"))
+        elif isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            out.append(pl.col(c).dt.replace_time_zone("UTC"))
+        elif isinstance(dtype, pl.Datetime):
+            out.append(pl.col(c).dt.convert_time_zone("UTC"))
+    return df.with_columns(out) if out else df
+
+
+@dg.asset(
+    key=["warehouse", "users"],
+    deps=[["oltp", "users"]],
+    group_name="warehouse",
+    kinds={"duckdb", "polars"},
+)
+def warehouse_users(oltp: OLTPResource) -> pl.DataFrame:
+    """Everyone who can post or engage, copied (ELT) from the OLTP database for analytics."""
+    return _utc(oltp.read_table("users", USER_COLUMNS), "joined_at").sort("user_id")
+
+
+@dg.asset(
+    key=["warehouse", "photos"],
+    deps=[["oltp", "photos"], ["lake", "photos"]],
+    group_name="warehouse",
+    kinds={"duckdb", "polars"},
+)
+def warehouse_photos(
+    context: dg.AssetExecutionContext, oltp: OLTPResource, object_store: ObjectStoreResource
+) -> pl.DataFrame:
+    """Every photo with its caption, author and upload time (from OLTP), and whether its image
+    file is present and decodable (from the lake's image manifest)."""
+    photos = _utc(oltp.read_table("photos", PHOTO_COLUMNS), "uploaded_at")
+    store = object_store.get_store()
+    try:
+        manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
+    except ObjectNotFoundError:
+        raise dg.Failure(
+            "the image manifest lake/photos is missing: materialize lake/photos first"
+        ) from None
+    assert isinstance(manifest, pl.DataFrame)
+    images = manifest.select(
+        pl.col("key").alias("object_key"),
+        pl.col("bytes").alias("image_bytes"),
+        pl.col("sha256").alias("image_sha256"),
+        pl.col("width").alias("image_width"),
+        pl.col("height").alias("image_height"),
+        pl.col("decodable").alias("image_decodable"),
+    )
+    out = photos.join(images, on="object_key", how="left").with_columns(
+        pl.col("image_decodable").fill_null(False)
+    )
+    missing = out.filter(pl.col("image_bytes").is_null()).height
+    if missing:
+        context.log.warning("%d photos have no landed image file", missing)
+    return out.sort("photo_id")
+
+
+@dg.asset(
+    key=["warehouse", "events"],
+    deps=[["lake", "events"]],
+    partitions_def=event_days,
+    group_name="warehouse",
+    kinds={"duckdb", "polars"},
+    metadata={"partition_expr": "landing_date"},
+)
+def warehouse_events(
+    context: dg.AssetExecutionContext, object_store: ObjectStoreResource
+) -> pl.DataFrame:
+    """Clean activity events for one landing day: the fact table behind every engagement
+    metric, feature and label. Replaces its day atomically when re-materialized."""
+    store = object_store.get_store()
+    key = lake_events_object(context.partition_key)
+    try:
+        table = read_parquet(store, key)
+    except ObjectNotFoundError:
+        raise dg.Failure(f"lake file {key!r} is missing: materialize lake/events first") from None
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
+@dg.asset(
+    key=["warehouse", "events_quarantine"],
+    deps=[["lake", "events_quarantine"]],
+    partitions_def=event_days,
+    group_name="warehouse",
+    kinds={"duckdb", "polars"},
+    metadata={"partition_expr": "landing_date"},
+)
+def warehouse_events_quarantine(
+    context: dg.AssetExecutionContext, object_store: ObjectStoreResource
+) -> pl.DataFrame:
+    """Quarantined event lines for one landing day, queryable by analysts and data owners:
+    the original text, file, line and reason of everything that was not loaded."""
+    store = object_store.get_store()
+    key = lake_events_quarantine_object(context.partition_key)
+    try:
+        table = read_parquet(store, key)
+    except ObjectNotFoundError:
+        raise dg.Failure(
+            f"lake file {key!r} is missing: materialize lake/events_quarantine first"
+        ) from None
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
+ENGAGEMENT_SQL = """
+CREATE OR REPLACE TABLE warehouse.photo_engagement_daily AS
+SELECT
+    photo_id,
+    CAST(ts AS DATE) AS event_date,
+    count(*) FILTER (WHERE event_type = 'view') AS views,
+    count(*) FILTER (WHERE event_type = 'like') AS likes,
+    count(*) FILTER (WHERE event_type = 'comment') AS comments,
+    count(*) FILTER (WHERE event_type = 'share') AS shares,
+    count(DISTINCT user_id) AS unique_users,
+    avg(dwell_ms) FILTER (WHERE event_type = 'view') AS avg_dwell_ms
+FROM warehouse.events
+GROUP BY photo_id, CAST(ts AS DATE)
+ORDER BY event_date, photo_id
+"""
+
+
+@dg.asset(
+    key=["warehouse", "photo_engagement_daily"],
+    deps=[["warehouse", "events"]],
+    group_name="warehouse",
+    kinds={"duckdb", "sql"},
+)
+def photo_engagement_daily(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Views, likes, comments, shares, unique users and dwell per photo per (UTC) event day,
+    computed in SQL inside the warehouse: the daily engagement report analysts start from.
+    Late events count on the day they happened, not the day they landed."""
+    with warehouse.connect() as conn:
+        with transaction(conn):
+            conn.execute(ENGAGEMENT_SQL)
+        sample = conn.execute(
+            "SELECT * FROM warehouse.photo_engagement_daily LIMIT 5"
+        ).fetch_arrow_table()
+        totals = conn.execute(
+            "SELECT count(*), sum(views), sum(likes), sum(comments), sum(shares) "
+            "FROM warehouse.photo_engagement_daily"
+        ).fetchone()
+    rows, views, likes, comments, shares = (int(x or 0) for x in (totals or (0,) * 5))
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(sample, row_count=rows),
+            "views": views,
+            "likes": likes,
+            "comments": comments,
+            "shares": shares,
+            "dagster/table_name": "mdp.warehouse.photo_engagement_daily",
+        }
+    )

@@ -1,0 +1,163 @@
+"""The warehouse IO manager: dagster-duckdb's machinery on a DuckLake catalog.
+
+``DbIOManager`` deletes a table slice and inserts the new one; here both happen inside one
+DuckLake transaction (the client's ``connect`` opens it and commits on exit), so re-running a
+partition replaces it atomically: an analyst sees the old rows or the new rows, never neither
+and never both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pyarrow as pa
+from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb import DuckDBIOManager
+from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
+from pydantic import Field
+
+from my_data_platform.core import warehouse as wh
+from my_data_platform.core.duck import quote_ident
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.metadata import table_metadata
+
+
+class DuckLakeClient(DbClient):
+    """Connects to the DuckLake catalog and wraps each IO-manager call in one transaction."""
+
+    def __init__(self, location: wh.WarehouseLocation, store_resource: ObjectStoreResource):
+        self.location = location
+        self.store_resource = store_resource
+
+    @contextmanager
+    def connect(self, context: Any, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = wh.connect(self.location, self.store_resource.get_store())
+        try:
+            # Schemas are created before the transaction: two steps creating the same schema
+            # in parallel transactions would otherwise conflict at commit.
+            _retry(
+                lambda: conn.execute(
+                    f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table_slice.schema)}"
+                )
+            )
+            with wh.transaction(conn):
+                yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def ensure_schema_exists(context: Any, table_slice: TableSlice, connection: Any) -> None:
+        return None  # done in connect(), outside the transaction
+
+    @staticmethod
+    def delete_table_slice(context: Any, table_slice: TableSlice, connection: Any) -> None:
+        # Inside a transaction a failing DELETE would abort it, so check existence first.
+        if wh.table_exists(connection, table_slice.schema, table_slice.table):
+            connection.execute(_get_cleanup_statement(table_slice))
+
+    @staticmethod
+    def get_select_statement(table_slice: TableSlice) -> str:
+        return DuckDbClient.get_select_statement(table_slice)
+
+
+def _retry(fn: Any, attempts: int = 8) -> Any:
+    for i in range(attempts):
+        try:
+            return fn()
+        except duckdb.TransactionException:
+            if i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**i)
+    return None
+
+
+class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
+    """Stores Polars frames (and Arrow tables) by column name; loads Polars frames."""
+
+    def handle_output(
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: Any, connection: Any
+    ) -> dict[str, Any]:
+        arrow = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
+        # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
+        target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
+        connection.register("mdp_output", arrow)
+        try:
+            connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM mdp_output LIMIT 0"  # noqa: S608
+            )
+            connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM mdp_output")  # noqa: S608
+        finally:
+            connection.unregister("mdp_output")
+        return table_metadata(arrow)
+
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection: Any
+    ) -> pl.DataFrame:
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pl.DataFrame()
+        return pl.from_arrow(
+            connection.execute(DuckDbClient.get_select_statement(table_slice)).fetch_arrow_table()
+        )  # type: ignore[return-value]
+
+    @property
+    def supported_types(self) -> Sequence[type]:
+        return [pl.DataFrame, pa.Table]
+
+
+class DuckLakeIOManager(DuckDBIOManager):
+    """Reads and writes warehouse tables in the DuckLake catalog ``mdp``.
+
+    ``catalog`` is ``sqlite:<path>`` (default) or ``postgres:<conninfo>``; ``data_path`` is
+    where DuckLake writes Parquet (a folder in the lake or an ``s3://`` prefix).
+    """
+
+    database: str = Field(default=wh.CATALOG_ALIAS, description="The attached catalog's alias.")
+    catalog: str
+    data_path: str
+    object_store: dg.ResourceDependency[ObjectStoreResource]
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [PolarsArrowTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pl.DataFrame
+
+    def location(self) -> wh.WarehouseLocation:
+        return wh.WarehouseLocation(catalog=self.catalog, data_path=self.data_path)
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
+        return DbIOManager(
+            db_client=DuckLakeClient(self.location(), self.object_store),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckLakeIOManager",
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Direct SQL on the warehouse, for assets that are SQL transformations in DuckDB."""
+
+    catalog: str
+    data_path: str
+    object_store: dg.ResourceDependency[ObjectStoreResource]
+
+    def location(self) -> wh.WarehouseLocation:
+        return wh.WarehouseLocation(catalog=self.catalog, data_path=self.data_path)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = wh.connect(self.location(), self.object_store.get_store())
+        try:
+            yield conn
+        finally:
+            conn.close()

@@ -1,0 +1,102 @@
+"""The one place configuration is read.
+
+Everything is read lazily through :func:`get_settings`, never at import time, so tests and the
+CLI can point the platform at another data dir by setting environment variables before the
+first call (and calling :func:`reset_settings`). Values come from the process environment,
+then from a ``.env`` file in the working directory; ``.env.example`` documents every name.
+Secrets (S3 keys, lakeFS secrets) are never stored here: resources read them through
+``dg.EnvVar`` so they stay out of logs and asset metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ObjectStoreKind = Literal["local", "s3"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    object_store: ObjectStoreKind
+    s3_bucket: str | None
+    s3_prefix: str
+    s3_endpoint_url: str | None
+    s3_region: str
+    oltp_url: str
+    warehouse_catalog: str
+    warehouse_data_path: str | None
+    dagster_home: Path
+
+    @property
+    def lake_root(self) -> Path:
+        """Root of the local object store: ``$MDP_DATA_DIR/lake``."""
+        return self.data_dir / "lake"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        """Where the generator writes what the pipeline must never read (the hidden truth)."""
+        return self.data_dir / "ground_truth"
+
+    @property
+    def alerts_dir(self) -> Path:
+        return self.data_dir / "alerts"
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv ships with dagster
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Read the settings once per process (call :func:`reset_settings` after changing env)."""
+    _load_dotenv()
+    data_dir = Path(_env("MDP_DATA_DIR", "./data") or "./data").expanduser().resolve()
+    kind = (_env("MDP_OBJECT_STORE", "local") or "local").lower()
+    if kind not in ("local", "s3"):
+        raise SettingsError(f"MDP_OBJECT_STORE must be 'local' or 's3', got {kind!r}")
+    bucket = _env("MDP_S3_BUCKET")
+    if kind == "s3" and not bucket:
+        raise SettingsError("MDP_OBJECT_STORE=s3 needs MDP_S3_BUCKET")
+    catalog = _env("MDP_WAREHOUSE_CATALOG") or f"sqlite:{data_dir / 'warehouse' / 'catalog.sqlite'}"
+    if not catalog.startswith(("sqlite:", "postgres:", "duckdb:")):
+        raise SettingsError(
+            "MDP_WAREHOUSE_CATALOG must start with 'sqlite:', 'postgres:' or 'duckdb:', "
+            f"got {catalog!r}"
+        )
+    return Settings(
+        data_dir=data_dir,
+        object_store=kind,  # type: ignore[arg-type]
+        s3_bucket=bucket,
+        s3_prefix=(_env("MDP_S3_PREFIX", "") or "").strip("/"),
+        s3_endpoint_url=_env("MDP_S3_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL"),
+        s3_region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION") or "us-east-1",
+        oltp_url=_env("MDP_OLTP_URL") or f"sqlite:///{data_dir / 'oltp.sqlite'}",
+        warehouse_catalog=catalog,
+        warehouse_data_path=_env("MDP_WAREHOUSE_DATA_PATH"),
+        dagster_home=Path(_env("DAGSTER_HOME") or str(data_dir / "dagster_home")).resolve(),
+    )
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

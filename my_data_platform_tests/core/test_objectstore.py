@@ -1,0 +1,150 @@
+"""One contract for both object stores: the local folder and S3 (moto's server over HTTP)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from my_data_platform.core.objectstore import (
+    InvalidKeyError,
+    LocalObjectStore,
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectStoreError,
+    S3ObjectStore,
+    validate_key,
+)
+from my_data_platform_tests.conftest import s3_client
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "lake")
+    endpoint = request.getfixturevalue("s3_server")
+    client = s3_client(endpoint)
+    bucket = f"contract-{abs(hash(str(tmp_path))) % 10**8}"
+    client.create_bucket(Bucket=bucket)
+    return S3ObjectStore(
+        client,
+        bucket,
+        "pfx",
+        endpoint_url=endpoint,
+        credentials={"aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret"},
+    )
+
+
+def test_put_get_head_delete(store: ObjectStore) -> None:
+    info = store.put_bytes("landing/a/b.txt", b"hello")
+    assert info.size == 5 and info.key == "landing/a/b.txt"
+    assert store.get_bytes("landing/a/b.txt") == b"hello"
+    head = store.head("landing/a/b.txt")
+    assert head is not None and head.size == 5
+    store.put_bytes("landing/a/b.txt", b"hello, again")
+    head2 = store.head("landing/a/b.txt")
+    assert head2 is not None and head2.etag != head.etag  # a rewrite is a new version
+    store.delete("landing/a/b.txt")
+    assert store.head("landing/a/b.txt") is None
+    with pytest.raises(ObjectNotFoundError, match=r"landing/a/b.txt"):
+        store.get_bytes("landing/a/b.txt")
+
+
+def test_list_is_sorted_and_resumes_after_a_key(store: ObjectStore) -> None:
+    keys = [
+        f"landing/events/date=2026-01-0{d}/part-{i}.jsonl.gz" for d in (3, 1, 2) for i in (1, 0)
+    ]
+    for k in keys:
+        store.put_bytes(k, k.encode())
+    store.put_bytes("landing/photos/x.jpg", b"x")
+    listed = [o.key for o in store.list("landing/events/")]
+    assert listed == sorted(keys)
+    resumed = [o.key for o in store.list("landing/events/", start_after=sorted(keys)[2])]
+    assert resumed == sorted(keys)[3:]
+    assert [o.key for o in store.list("landing/events/date=2026-01-02/")] == sorted(keys)[2:4]
+    assert list(store.list("nothing/here/")) == []
+
+
+def test_writing_publishes_only_on_success(store: ObjectStore) -> None:
+    with store.writing("lake/t.parquet", suffix=".parquet") as path:
+        pl.DataFrame({"a": [1, 2, 3]}).write_parquet(path)
+    with pytest.raises(RuntimeError), store.writing("lake/t.parquet") as path:
+        path.write_bytes(b"half written")
+        raise RuntimeError("writer crashed")
+    # the failed write left the published object untouched
+    assert pl.read_parquet(store.get_bytes("lake/t.parquet"))["a"].to_list() == [1, 2, 3]
+    assert [o.key for o in store.list("lake/")] == ["lake/t.parquet"]
+
+
+def test_duckdb_and_polars_read_uri(store: ObjectStore) -> None:
+    with store.writing("lake/t.parquet", suffix=".parquet") as path:
+        pl.DataFrame({"a": [1, 2, 3]}).write_parquet(path)
+    conn = duckdb.connect()
+    store.configure_duckdb(conn)
+    assert conn.execute(
+        "SELECT sum(a) FROM read_parquet(?)", [store.uri("lake/t.parquet")]
+    ).fetchone() == (6,)
+    df = pl.read_parquet(
+        store.uri("lake/t.parquet"), storage_options=store.polars_storage_options()
+    )
+    assert df["a"].sum() == 6
+
+
+def test_concurrent_readers_never_see_partial_objects(store: ObjectStore) -> None:
+    big_a, big_b = b"a" * 2_000_000, b"b" * 3_000_000
+    store.put_bytes("lake/big.bin", big_a)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(len(store.get_bytes("lake/big.bin")))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(10):
+        store.put_bytes("lake/big.bin", big_b if i % 2 == 0 else big_a)
+    stop.set()
+    t.join()
+    assert seen <= {len(big_a), len(big_b)}
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "/abs/key", "a/../b", "..", "a//b", "a/./b", "a\\b", "a/\x00", "./a"]
+)
+def test_unsafe_keys_are_refused(store: ObjectStore, bad: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        store.put_bytes(bad, b"x")
+
+
+@given(st.lists(st.sampled_from(["a", "b", "..", ".", "", "c=1", "x.y"]), min_size=1, max_size=5))
+def test_validate_key_never_escapes_the_root(segments: list[str]) -> None:
+    key = "/".join(segments)
+    try:
+        validate_key(key)
+    except InvalidKeyError:
+        return
+    resolved = (Path("/root") / key).resolve()
+    assert str(resolved).startswith("/root/")
+
+
+def test_unreachable_s3_endpoint_is_a_clear_error() -> None:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    store = S3ObjectStore(client, "bucket", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(ObjectStoreError, match=r"127\.0\.0\.1:9"):
+        list(store.list("landing/"))
