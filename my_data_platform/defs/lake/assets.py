@@ -4,7 +4,6 @@ Landed files are never modified. Each lake object is written to a temporary loca
 published atomically, so re-materializing a partition replaces it in one step.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import io

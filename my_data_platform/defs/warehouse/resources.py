@@ -120,7 +120,7 @@ class DuckLakeIOManager(DuckDBIOManager):
     database: str = Field(default=wh.CATALOG_ALIAS, description="The attached catalog's alias.")
     catalog: str
     data_path: str
-    object_store: dg.ResourceDependency[ObjectStoreResource]
+    object_store: ObjectStoreResource
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -149,7 +149,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     catalog: str
     data_path: str
-    object_store: dg.ResourceDependency[ObjectStoreResource]
+    object_store: ObjectStoreResource
 
     def location(self) -> wh.WarehouseLocation:
         return wh.WarehouseLocation(catalog=self.catalog, data_path=self.data_path)
