@@ -114,12 +114,20 @@ def execute_plan(
     instance: dg.DagsterInstance,
     plan: RefreshPlan,
     on_run_done: Callable[[RunOutcome], None] | None = None,
+    log_level: str = "WARNING",
 ) -> list[RunOutcome]:
+    """Run the plan; stops at the first failed run (later phases would read stale data).
+
+    Every event still goes to the instance's event log (and the UI); ``log_level`` only sets
+    what is echoed to the console.
+    """
     job = defs.resolve_implicit_global_asset_job_def()
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     outcomes: list[RunOutcome] = []
     for partitioned, keys in plan.phases:
         for day in plan.days if partitioned else [None]:
             result = job.execute_in_process(
+                run_config=run_config,
                 instance=instance,
                 partition_key=day,
                 asset_selection=keys,
@@ -131,7 +139,7 @@ def execute_plan(
             if on_run_done:
                 on_run_done(outcome)
             if not outcome.success:
-                return outcomes  # downstream phases would only read stale or missing data
+                return outcomes
     return outcomes
 
 
@@ -147,7 +155,9 @@ def _outcome(
     for ev in result.all_events:
         if ev.event_type == dg.DagsterEventType.STEP_FAILURE and ev.step_key:
             err = ev.step_failure_data.error if ev.step_failure_data else None
-            msg = err.message.strip().splitlines()[-1] if err and err.message else ""
+            while err is not None and err.cause is not None:
+                err = err.cause  # the user-facing reason is at the bottom of the chain
+            msg = err.message.strip().splitlines()[0] if err and err.message else "failed"
             out.failed_steps.append(f"{ev.step_key}: {msg}")
         elif ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = ev.step_materialization_data.materialization
