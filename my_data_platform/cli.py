@@ -38,10 +38,21 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _store():
-    from my_data_platform.defs.lake.resources import object_store_resource_from_settings
+def _require_data_dir() -> None:
+    from my_data_platform.settings import get_settings
 
-    return object_store_resource_from_settings().get_store()
+    data_dir = get_settings().data_dir
+    if not data_dir.is_dir():
+        _fail(
+            f"data dir {data_dir} does not exist: run `mdp seed` first, or set MDP_DATA_DIR "
+            "to an existing data dir"
+        )
+
+
+def _store():
+    from my_data_platform.defs.lake.resources import object_store_from_settings
+
+    return object_store_from_settings()
 
 
 def _progress() -> Progress:
@@ -131,6 +142,7 @@ def run(
     """Materialize the selected assets (default: all) for every landed partition."""
     from my_data_platform.runner import execute_plan, get_instance, load_definitions, plan_refresh
 
+    _require_data_dir()
     instance = get_instance()
     defs = load_definitions()
     try:
@@ -217,6 +229,7 @@ def sql(
 
     if format not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json, got {format!r}")
+    _require_data_dir()
     import duckdb
 
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from my_data_platform.defs.lake.assets import list_landed_days
+from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.partitions import event_days
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def plan_refresh(
     if not keys:
         raise ValueError(f"--select {select!r} matches no materializable asset")
 
-    store = defs.resources["object_store"].get_store()  # type: ignore[union-attr]
+    store = object_store_from_settings()
     days = list_landed_days(store)
     needs_days = any(graph.get(k).partitions_def is not None for k in keys)
     if needs_days and not days:

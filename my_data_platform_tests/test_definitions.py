@@ -33,7 +33,7 @@ def test_all_assets_load_with_groups_kinds_and_docs(data_env: Path) -> None:
     defs = load_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert EXPECTED <= keys
+    assert keys >= EXPECTED
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name and node.group_name != "default", key

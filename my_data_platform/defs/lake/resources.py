@@ -68,3 +68,9 @@ def object_store_resource_from_settings() -> ObjectStoreResource:
     return S3ObjectStoreResource(
         bucket=s.s3_bucket or "", prefix=s.s3_prefix, s3=S3Resource(**s3_kwargs)
     )
+
+
+def object_store_from_settings() -> ObjectStore:
+    """The configured store for code outside a run (CLI, sensors, tests): EnvVars resolved."""
+    with dg.build_resources({"object_store": object_store_resource_from_settings()}) as res:
+        return res.object_store.get_store()

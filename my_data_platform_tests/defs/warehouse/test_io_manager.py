@@ -1,6 +1,5 @@
 """The DuckLake IO manager: partitions replaced atomically, readers never see a gap."""
 
-
 import json
 import subprocess
 import sys

@@ -1,0 +1,578 @@
+"""Validation and deduplication of one landed day of activity logs.
+
+Landed files are gzip JSON Lines. Every landed line ends either in ``lake/events`` or in
+``lake/events_quarantine`` with a reason, so a partition always reconciles
+(landed = loaded + quarantined). The path is vectorized end to end: each file is inflated in C
+(ISA-L), its line boundaries are found with numpy and the lines become an Arrow ``string_view``
+array that points into the inflated buffer without copying; DuckDB then parses and validates all
+lines in one SQL pass, and Polars applies the id checks and the first-wins deduplication.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import os
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from isal import isal_zlib
+
+__all__ = [
+    "EVENTS_SCHEMA",
+    "EVENT_TYPES",
+    "QUARANTINE_SCHEMA",
+    "DecodedLines",
+    "IngestResult",
+    "IngestStats",
+    "decompress_lines",
+    "ingest_day",
+]
+
+EVENT_TYPES: tuple[str, ...] = ("view", "like", "comment", "share")
+REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "event_type", "user_id", "photo_id", "ts", "client")
+#: Every key of the event contract, in the order used for wrong_type / invalid_value.
+FIELDS: tuple[str, ...] = (
+    "event_id", "event_type", "user_id", "photo_id", "ts", "dwell_ms", "client",
+)  # fmt: skip
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("photo_id", pa.int64(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("dwell_ms", pa.int64()),
+        pa.field("client", pa.string(), nullable=False),
+        pa.field("landing_date", pa.date32(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("line_no", pa.int64(), nullable=False),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("landing_date", pa.date32(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("line_no", pa.int64()),
+        pa.field("raw", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+#: Bytes that ``bytes.strip()`` removes: a line made only of these is blank.
+_WS = np.zeros(256, dtype=bool)
+_WS[list(b" \t\n\r\x0b\x0c")] = True
+_INLINE = 12  # Arrow string_view stores strings up to 12 bytes inside the view itself
+_SEGMENT = 1 << 30  # one variadic buffer per GiB keeps every view offset inside int32
+_BATCH_ROWS = 1 << 16  # DuckDB scans Arrow record batches in parallel, one per task
+_SAFE_CHUNK = 1 << 16
+
+
+class DecodedLines(NamedTuple):
+    """The non-blank lines of one landed file, as inflated before any error."""
+
+    lines: pa.Array
+    """string_view, without the newline; invalid UTF-8 appears backslash-escaped."""
+    line_no: pa.Array
+    """int64, 1-based positions in the inflated file (blank lines keep their numbers)."""
+    error: str | None
+    """Why the file could not be inflated to its end; ``None`` for a clean file."""
+    partial_last: bool
+    """The last line was cut by the error, so it is not a complete record."""
+
+
+@dataclass
+class IngestStats:
+    """Counts for one landing day; ``landed_lines == loaded + quarantined`` always holds."""
+
+    files: int = 0
+    landed_lines: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    file_errors: int = 0
+    extra_field_lines: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    """Validated events, the quarantine (line- and file-level) and the reconciliation counts."""
+
+    events: pa.Table
+    quarantine: pa.Table
+    stats: IngestStats
+
+
+# ---------------------------------------------------------------------------------------------
+# Inflating and splitting
+
+
+def _inflate_careful(data: bytes) -> tuple[bytes, str | None]:
+    """Inflate with stdlib zlib, keeping every byte produced before a corrupt spot.
+
+    Only used after the fast path failed. Input goes in small chunks with a snapshot before
+    each, and the failing chunk is replayed byte by byte, so the output stops exactly where
+    the stream broke.
+    """
+    out: list[bytes] = []
+    view = memoryview(data)
+    pos, size = 0, len(data)
+    while pos < size:
+        if not any(view[pos:]):  # zero padding after the last member, as gzip accepts
+            break
+        d = zlib.decompressobj(wbits=31)
+        while not d.eof:
+            if pos >= size:
+                return b"".join(out), "truncated: compressed stream ended before end of member"
+            chunk = view[pos : pos + _SAFE_CHUNK]
+            snapshot = d.copy()
+            try:
+                out.append(d.decompress(chunk))
+                pos += len(chunk)
+            except zlib.error:
+                d = snapshot
+                for i in range(len(chunk)):
+                    try:
+                        out.append(d.decompress(chunk[i : i + 1]))
+                    except zlib.error as exc:
+                        return b"".join(out), f"corrupt gzip data at byte {pos + i}: {exc}"
+                    if d.eof:
+                        pos += i + 1
+                        break
+                else:  # pragma: no cover - the chunk failed as a whole but not byte by byte
+                    pos += len(chunk)
+        pos -= len(d.unused_data)
+    return b"".join(out), None
+
+
+def _inflate(data: bytes) -> tuple[bytes, str | None]:
+    """Inflate a possibly multi-member gzip file; return the bytes and the error, if any."""
+    if not data:
+        return b"", None
+    try:
+        d = isal_zlib.decompressobj(wbits=31)
+        out = d.decompress(data)
+        if d.eof and not d.unused_data:
+            return out, None
+    except isal_zlib.error:
+        pass
+    # Multi-member, padded, truncated or corrupt: the exact but slower path.
+    return _inflate_careful(data)
+
+
+def _blank_mask(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Lines made only of whitespace, found without touching ordinary lines twice."""
+    lens = ends - starts
+    blank = lens == 0
+    if buf.size == 0:
+        return blank
+    cand = np.flatnonzero(~blank & _WS[buf[np.minimum(starts, buf.size - 1)]])
+    if cand.size:
+        ws = np.empty(buf.size + 1, dtype=bool)
+        np.take(_WS, buf, out=ws[:-1])
+        ws[-1] = False
+        bounds = np.empty(cand.size * 2, dtype=np.int64)
+        bounds[0::2] = starts[cand]
+        bounds[1::2] = ends[cand]
+        blank[cand] = np.logical_and.reduceat(ws, bounds)[0::2]
+    return blank
+
+
+def _bad_utf8_lines(data: bytes, ends: np.ndarray) -> np.ndarray:
+    """Indices of lines that are not valid UTF-8 (a newline never sits inside a sequence)."""
+    whole = pa.LargeStringArray.from_buffers(
+        1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data)
+    )
+    try:
+        whole.validate(full=True)
+        return np.empty(0, dtype=np.int64)
+    except pa.ArrowInvalid:
+        pass
+    bad: list[int] = []
+    view = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        try:
+            codecs.utf_8_decode(view[pos:], "strict", True)
+            break
+        except UnicodeDecodeError as exc:
+            line = int(np.searchsorted(ends, pos + exc.start, side="left"))
+            bad.append(line)
+            pos = int(ends[line]) + 1 if line < ends.size else len(data)
+    return np.asarray(bad, dtype=np.int64)
+
+
+def _string_views(
+    buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, first_buffer: int
+) -> np.ndarray:
+    """Arrow string_view structs (16 bytes each) for slices of ``buf``."""
+    n = starts.size
+    views = np.zeros((n, 4), dtype=np.int32)
+    views[:, 0] = lens
+    raw = views.view(np.uint8).reshape(n, 16)
+    long = np.flatnonzero(lens > _INLINE)
+    if long.size:
+        s = starts[long]
+        for k in range(4):
+            raw[long, 4 + k] = buf[s + k]
+        views[long, 2] = first_buffer + (s // _SEGMENT)
+        views[long, 3] = s % _SEGMENT
+    short = np.flatnonzero(lens <= _INLINE)
+    if short.size:
+        idx = starts[short, None] + np.arange(_INLINE)
+        np.minimum(idx, max(buf.size - 1, 0), out=idx)
+        inline = buf[idx] if buf.size else np.zeros(idx.shape, np.uint8)
+        inline[np.arange(_INLINE)[None, :] >= lens[short, None]] = 0
+        raw[short, 4:16] = inline
+    return views
+
+
+def _lines_array(data: bytes, starts: np.ndarray, lens: np.ndarray, bad: np.ndarray) -> pa.Array:
+    """A string_view array over ``data``; lines in ``bad`` point at an escaped copy instead."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    segments = max(1, -(-len(data) // _SEGMENT))
+    whole = pa.py_buffer(data)
+    buffers = [whole.slice(k * _SEGMENT) for k in range(segments)]
+    views = _string_views(buf, starts, lens, 0)
+    if bad.size:
+        fixed = [
+            data[starts[i] : starts[i] + lens[i]].decode("utf-8", "backslashreplace").encode()
+            for i in bad
+        ]
+        extra = b"".join(fixed)
+        flens = np.fromiter((len(f) for f in fixed), dtype=np.int64, count=len(fixed))
+        fstarts = np.concatenate(([0], np.cumsum(flens)[:-1])).astype(np.int64)
+        views[bad] = _string_views(
+            np.frombuffer(extra, dtype=np.uint8), fstarts, flens, len(buffers)
+        )
+        buffers += [pa.py_buffer(extra)[k * _SEGMENT :] for k in range(-(-len(extra) // _SEGMENT))]
+    return pa.Array.from_buffers(
+        pa.string_view(), starts.size, [None, pa.py_buffer(views), *buffers]
+    )
+
+
+def decompress_lines(name: str, data: bytes) -> DecodedLines:
+    """Inflate one landed file and cut it into its non-blank lines, zero-copy.
+
+    ``name`` identifies the file to callers that log per file. A file that stops early still
+    yields every line that was inflated; the error says why it stopped and ``partial_last``
+    marks a cut line.
+    """
+    text, error = _inflate(data)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    has_tail = buf.size > 0 and (ends.size == 0 or ends[-1] != buf.size - 1)
+    if has_tail:
+        ends = np.append(ends, buf.size)
+    starts = np.empty_like(ends)
+    if ends.size:
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    keep = ~_blank_mask(buf, starts, ends)
+    partial_last = bool(error is not None and has_tail and keep[-1])
+    bad = _bad_utf8_lines(text, ends)
+    line_no = np.flatnonzero(keep) + 1
+    starts, ends = starts[keep], ends[keep]
+    if bad.size:
+        bad = np.searchsorted(line_no, bad[keep[bad]] + 1)
+    lines = _lines_array(text, starts, ends - starts, bad)
+    return DecodedLines(lines, pa.array(line_no, pa.int64()), error, partial_last)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation in one SQL pass
+
+_KEYS_LIST = "[" + ", ".join(f"'{f}'" for f in FIELDS) + "]"
+_STRUCT = "{" + ", ".join(f'"{f}": "JSON"' for f in FIELDS) + "}"
+_STRING_FIELDS = ("event_id", "event_type", "ts", "client")
+_INT_FIELDS = ("user_id", "photo_id", "dwell_ms")
+_TS_PATTERN = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
+
+
+def _validation_sql() -> str:
+    """The validation query; every dynamic piece is a module constant, never input data."""
+    raw = ",\n".join(f"j.{f}::VARCHAR AS r_{f}" for f in FIELDS)
+    is_str = {f: f"starts_with(r_{f}, '\"')" for f in _STRING_FIELDS}
+    is_int = {f: f"regexp_full_match(r_{f}, '-?[0-9]+')" for f in _INT_FIELDS}
+    str_val = {
+        f: f"CASE WHEN {is_str[f]} THEN CASE WHEN contains(r_{f}, '\\') "
+        f"THEN json_extract_string(r_{f}, '$') ELSE r_{f}[2:-2] END END"
+        for f in _STRING_FIELDS
+    }
+    int_val = {f: f"CASE WHEN {is_int[f]} THEN TRY_CAST(r_{f} AS BIGINT) END" for f in _INT_FIELDS}
+    missing = "\n".join(
+        f"WHEN r_{f} IS NULL THEN 'missing_field:{f}'" for f in REQUIRED_FIELDS
+    )
+    wrong = "\n".join(
+        f"WHEN {'r_dwell_ms IS NOT NULL AND ' if f == 'dwell_ms' else ''}"
+        f"NOT {is_str[f] if f in is_str else is_int[f]} THEN 'wrong_type:{f}'"
+        for f in FIELDS
+    )
+    types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    invalid = "\n".join(
+        [
+            "WHEN event_id = '' THEN 'invalid_value:event_id'",
+            f"WHEN event_type NOT IN ({types}) THEN 'invalid_value:event_type'",
+            "WHEN user_id IS NULL THEN 'invalid_value:user_id'",
+            "WHEN photo_id IS NULL THEN 'invalid_value:photo_id'",
+            "WHEN ts_utc IS NULL THEN 'invalid_value:ts'",
+            "WHEN r_dwell_ms IS NOT NULL AND (dwell_ms IS NULL OR dwell_ms < 0) "
+            "THEN 'invalid_value:dwell_ms'",
+        ]
+    )
+    # A line whose length equals the minimal serialization of its known keys has no room for
+    # another key; only the other lines pay for json_keys.
+    plain = " AND ".join(
+        [f"(r_{f} IS NULL OR {is_str[f]})" for f in _STRING_FIELDS]
+        + [f"(r_{f} IS NULL OR {int_val[f]} IS NOT NULL)" for f in _INT_FIELDS]
+    )
+    present = " + ".join(f"(r_{f} IS NOT NULL)::INT" for f in FIELDS)
+    canon = " + ".join(f"coalesce(strlen(r_{f}) + {len(f) + 3}, 0)" for f in FIELDS)
+    # Only module constants are interpolated below, never input data.
+    return f"""
+WITH parsed AS (
+    SELECT rid, line,
+        CASE WHEN partial THEN 'truncated_line'
+             WHEN NOT json_valid(line) THEN 'malformed_json'
+             WHEN NOT starts_with(ltrim(line, ' ' || chr(9) || chr(10) || chr(13)), '{{')
+                THEN 'malformed_json'
+        END AS pre,
+        CASE WHEN pre IS NULL THEN json_transform(line, '{_STRUCT}') END AS j
+    FROM lines
+), fields AS (
+    SELECT rid, line, pre,
+        {raw}
+    FROM parsed
+), typed AS (
+    SELECT *,
+        {", ".join(f"{str_val[f]} AS {f}" for f in _STRING_FIELDS)},
+        {", ".join(f"{int_val[f]} AS {f}" for f in _INT_FIELDS)}
+    FROM fields
+), stamped AS (
+    SELECT *,
+        CASE WHEN regexp_full_match(ts, '{_TS_PATTERN}') THEN TRY_CAST(ts AS TIMESTAMPTZ) END
+            AS ts_utc
+    FROM typed
+)
+SELECT rid,
+    CASE WHEN pre IS NOT NULL THEN pre
+        {missing}
+        {wrong}
+        {invalid}
+    END AS reason,
+    event_id, event_type, user_id, photo_id, ts_utc, dwell_ms, client,
+    CASE WHEN pre IS NOT NULL THEN false
+         WHEN {plain} AND strlen(line) = 1 + ({present}) + ({canon}) THEN false
+         ELSE NOT list_has_all({_KEYS_LIST}, json_keys(line))
+    END AS extra
+FROM stamped
+"""  # noqa: S608
+
+
+_SQL = _validation_sql()
+
+
+def _validate(lines: pa.Table) -> pa.Table:
+    """Run the validation SQL over (rid, line, partial); rows come back in rid order."""
+    con = duckdb.connect(":memory:", config={"threads": 2})
+    try:
+        con.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
+        con.register("lines", lines)
+        result = con.execute(_SQL).arrow()
+        table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+    finally:
+        con.close()
+    rid = table.column("rid").to_numpy()
+    if rid.size > 1 and not (np.diff(rid) > 0).all():
+        table = table.take(np.argsort(rid, kind="stable"))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The day
+
+
+def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pl.Series | None:
+    if ids is None:
+        return None
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        return pl.Series("id", ids).cast(pl.Int64)
+    return pl.Series("id", np.asarray(ids)).cast(pl.Int64)
+
+
+def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
+    """Rows ``rids`` of the concatenated string_view arrays, as plain strings.
+
+    Arrow has no take kernel for string_view, but a view is just 16 bytes pointing into a
+    buffer: gather the views and renumber their buffers instead.
+    """
+    if rids.size == 0:
+        return pa.array([], pa.string())
+    views: list[np.ndarray] = []
+    buffers: list[pa.Buffer] = []
+    for arr in arrays:
+        if len(arr) == 0:
+            continue
+        bufs = arr.buffers()
+        v = np.frombuffer(bufs[1], dtype=np.int32).reshape(-1, 4)
+        v = v[arr.offset : arr.offset + len(arr)].copy()
+        v[v[:, 0] > _INLINE, 2] += len(buffers)
+        views.append(v)
+        buffers.extend(bufs[2:])
+    picked = np.ascontiguousarray(np.concatenate(views)[rids])
+    out = pa.Array.from_buffers(
+        pa.string_view(), rids.size, [None, pa.py_buffer(picked), *buffers]
+    )
+    return out.cast(pa.string())
+
+
+def _decode_all(files: list[tuple[str, bytes]]) -> list[DecodedLines]:
+    workers = min(2, os.cpu_count() or 1, max(1, len(files)))
+    if workers == 1:
+        return [decompress_lines(n, d) for n, d in files]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda f: decompress_lines(*f), files))
+
+
+def ingest_day(
+    files: Iterable[tuple[str, bytes]],
+    landing_date: dt.date,
+    known_user_ids: np.ndarray | pa.Array | None,
+    known_photo_ids: np.ndarray | pa.Array | None,
+) -> IngestResult:
+    """Validate and deduplicate one landed day; every landed line is loaded or quarantined.
+
+    Files are processed in name order, so "first occurrence" of an event_id is the same on
+    every rerun regardless of the order the object store listed them in.
+    """
+    ordered = sorted(files, key=lambda f: f[0])
+    names = [n for n, _ in ordered]
+    decoded = _decode_all(ordered)
+    del ordered
+
+    batches: list[pa.RecordBatch] = []
+    file_idx_parts: list[np.ndarray] = []
+    line_no_parts: list[np.ndarray] = []
+    all_lines: list[pa.Array] = []
+    offset = 0
+    for i, dl in enumerate(decoded):
+        n = len(dl.lines)
+        rid = np.arange(offset, offset + n, dtype=np.int64)
+        partial = np.zeros(n, dtype=bool)
+        if dl.partial_last:
+            partial[-1] = True
+        for s in range(0, n, _BATCH_ROWS):
+            e = min(n, s + _BATCH_ROWS)
+            batches.append(
+                pa.record_batch(
+                    [pa.array(rid[s:e]), dl.lines.slice(s, e - s), pa.array(partial[s:e])],
+                    names=["rid", "line", "partial"],
+                )
+            )
+        file_idx_parts.append(np.full(n, i, dtype=np.int32))
+        line_no_parts.append(dl.line_no.to_numpy())
+        all_lines.append(dl.lines)
+        offset += n
+    schema = pa.schema([("rid", pa.int64()), ("line", pa.string_view()), ("partial", pa.bool_())])
+    checked = _validate(pa.Table.from_batches(batches, schema=schema))
+    del batches
+    file_idx = np.concatenate(file_idx_parts) if file_idx_parts else np.empty(0, np.int32)
+    line_no = np.concatenate(line_no_parts) if line_no_parts else np.empty(0, np.int64)
+
+    df = pl.from_arrow(checked)
+    assert isinstance(df, pl.DataFrame)
+    df = df.with_columns(pl.Series("file_idx", file_idx), pl.Series("line_no", line_no))
+    users, photos = _known_ids(known_user_ids), _known_ids(known_photo_ids)
+    reason = pl.col("reason")
+    if users is not None:
+        reason = pl.when(reason.is_null() & ~pl.col("user_id").is_in(users.implode())).then(
+            pl.lit("unknown_user")
+        ).otherwise(reason)
+    if photos is not None:
+        reason = pl.when(reason.is_null() & ~pl.col("photo_id").is_in(photos.implode())).then(
+            pl.lit("unknown_photo")
+        ).otherwise(reason)
+    df = df.with_columns(reason.alias("reason"))
+    first = pl.col("event_id").is_first_distinct().over(pl.col("reason").is_null())
+    df = df.with_columns(
+        pl.when(pl.col("reason").is_null() & ~first)
+        .then(pl.lit("duplicate"))
+        .otherwise(pl.col("reason"))
+        .alias("reason")
+    )
+
+    names_arr = pa.array(names, pa.string())
+    good = df.filter(pl.col("reason").is_null())
+    n_good = good.height
+    events = pa.table(
+        {
+            "event_id": good["event_id"].to_arrow().cast(pa.string()),
+            "event_type": good["event_type"].to_arrow().cast(pa.string()),
+            "user_id": good["user_id"].to_arrow(),
+            "photo_id": good["photo_id"].to_arrow(),
+            "ts": good["ts_utc"].to_arrow().cast(pa.timestamp("us", tz="UTC")),
+            "dwell_ms": good["dwell_ms"].to_arrow(),
+            "client": good["client"].to_arrow().cast(pa.string()),
+            "landing_date": pa.array(np.full(n_good, landing_date), pa.date32()),
+            "source_file": names_arr.take(good["file_idx"].to_arrow()),
+            "line_no": good["line_no"].to_arrow(),
+        }
+    ).cast(EVENTS_SCHEMA)
+
+    bad = df.filter(pl.col("reason").is_not_null()).select(
+        "rid", "file_idx", "line_no", "reason"
+    )
+    raw = _take_lines(all_lines, bad["rid"].to_numpy())
+    file_errors = [(i, dl.error) for i, dl in enumerate(decoded) if dl.error is not None]
+    n_bad = bad.height
+    quarantine = pa.table(
+        {
+            "landing_date": pa.array(
+                np.full(n_bad + len(file_errors), landing_date), pa.date32()
+            ),
+            "source_file": pa.concat_arrays(
+                [
+                    names_arr.take(bad["file_idx"].to_arrow()),
+                    pa.array([names[i] for i, _ in file_errors], pa.string()),
+                ]
+            ),
+            "line_no": pa.concat_arrays(
+                [bad["line_no"].to_arrow(), pa.nulls(len(file_errors), pa.int64())]
+            ),
+            "raw": pa.concat_arrays([raw, pa.nulls(len(file_errors), pa.string())]),
+            "reason": pa.concat_arrays(
+                [
+                    bad["reason"].to_arrow().cast(pa.string()),
+                    pa.array(["truncated_file"] * len(file_errors), pa.string()),
+                ]
+            ),
+            "detail": pa.concat_arrays(
+                [pa.nulls(n_bad, pa.string()), pa.array([e for _, e in file_errors], pa.string())]
+            ),
+        }
+    ).cast(QUARANTINE_SCHEMA)
+
+    reasons = bad.group_by("reason").len().sort("reason")
+    stats = IngestStats(
+        files=len(names),
+        landed_lines=offset,
+        loaded=n_good,
+        quarantined=n_bad,
+        duplicates=int((bad["reason"] == "duplicate").sum()),
+        file_errors=len(file_errors),
+        extra_field_lines=int(df["extra"].sum()),
+        reasons=dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True)),
+    )
+    assert stats.landed_lines == stats.loaded + stats.quarantined, "ingest does not reconcile"
+    return IngestResult(events=events, quarantine=quarantine, stats=stats)

@@ -1,0 +1,436 @@
+"""``mdp seed``: a deterministic synthetic photo-sharing world, landed like production data.
+
+A world is three things, written the way the real sources would deliver them:
+
+* OLTP tables ``users`` and ``photos`` in a SQLAlchemy database (SQLite or PostgreSQL);
+* JPEG images at ``landing/photos/{photo_id:08d}.jpg`` in the object store;
+* gzip JSON Lines event logs at ``landing/events/date=YYYY-MM-DD/part-NNNNN.jsonl.gz``.
+
+Plus the ground truth, outside the landing area, that only tests and model evaluation read:
+the hidden popularity function, each photo's hidden class/quality/score, and the exact count
+of every injected corruption. Everything is a function of ``(seed, day index)``, so the same
+config gives byte-identical files and rows, and appending days equals generating them at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from my_data_platform.core.objectstore import ObjectStore
+from my_data_platform.synth import oltp
+from my_data_platform.synth.events import (
+    LINE_KINDS,
+    QUARANTINE_REASONS,
+    VALID_KINDS,
+    EventDay,
+    generate_event_day,
+    write_event_day,
+)
+from my_data_platform.synth.images import broken_payload, encode_jpeg, render_images
+from my_data_platform.synth.population import (
+    CLASSES,
+    PHOTO_DB_COLUMNS,
+    POPULARITY,
+    POPULARITY_DESCRIPTION,
+    STREAM_IMAGES,
+    USER_DB_COLUMNS,
+    day_rng,
+    make_photos_day,
+    make_users,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EventDay",
+    "Progress",
+    "WorldConfig",
+    "WorldExistsError",
+    "WorldSummary",
+    "append_days",
+    "generate_event_day",
+    "generate_world",
+    "read_world",
+]
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: users, photos, images, events."""
+
+WORLD_JSON = "world.json"
+PHOTOS_PARQUET = "photos.parquet"
+CORRUPTIONS_PARQUET = "corruptions.parquet"
+LANDING_PREFIX = "landing/"
+FORMAT_VERSION = 1
+_IMAGE_BATCH = 512
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """How big, how dirty and where in time the world is."""
+
+    days: int = 3
+    users: int = 300
+    photos: int = 3000
+    """Photos uploaded over the initial ``days``; appended days keep the same daily rate."""
+    events_per_day: int = 60_000
+    seed: int = 42
+    corrupt_rate: float = 0.0
+    """Fraction of event lines corrupted; > 0 also adds broken images and a truncated file."""
+    start_date: datetime.date = datetime.date(2026, 1, 1)
+    files_per_day: int = 4
+
+    def __post_init__(self) -> None:
+        if self.days < 1 or self.users < 1 or self.photos < 0 or self.events_per_day < 0:
+            raise ValueError(f"world sizes must be positive: {self}")
+        if not 0.0 <= self.corrupt_rate < 0.5:
+            raise ValueError(f"corrupt_rate must be in [0, 0.5), got {self.corrupt_rate}")
+        if self.files_per_day < 1:
+            raise ValueError("files_per_day must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["start_date"] = self.start_date.isoformat()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorldConfig:
+        data = dict(data)
+        data["start_date"] = datetime.date.fromisoformat(data["start_date"])
+        return cls(**data)
+
+    def date_of(self, day_index: int) -> datetime.date:
+        return self.start_date + datetime.timedelta(days=day_index)
+
+
+@dataclass
+class WorldSummary:
+    """What one ``generate_world`` / ``append_days`` call wrote."""
+
+    days: list[datetime.date]
+    users: int
+    photos: int
+    """Photos inserted by this call."""
+    events: int
+    """Event lines written, including corrupted ones, duplicates and the truncated files'."""
+    bytes_written: int
+    """Event log and image bytes put into the object store."""
+    corruptions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    images: int = 0
+    event_files: int = 0
+
+
+class WorldExistsError(RuntimeError):
+    """A world is already there (landing keys, OLTP rows or ground truth); pass force=True."""
+
+
+def generate_world(
+    config: WorldConfig,
+    store: ObjectStore,
+    oltp_url: str,
+    ground_truth_dir: Path,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> WorldSummary:
+    """Create a fresh world of ``config.days`` days; with ``force`` replace an existing one."""
+    started = time.perf_counter()
+    gt = Path(ground_truth_dir)
+    engine = oltp.make_engine(oltp_url)
+    try:
+        existing = _what_exists(store, engine, gt)
+        if existing:
+            if not force:
+                raise WorldExistsError(
+                    f"a world already exists ({', '.join(existing)}); use force=True to replace it"
+                )
+            logger.info("replacing the existing world (%s)", ", ".join(existing))
+            removed = store.delete_prefix(LANDING_PREFIX)
+            logger.info("deleted %d landing objects from %s", removed, store.describe())
+            for name in (WORLD_JSON, PHOTOS_PARQUET, CORRUPTIONS_PARQUET):
+                (gt / name).unlink(missing_ok=True)
+        oltp.recreate(engine)
+        users = make_users(config.users, config.seed, config.start_date)
+        _emit(progress, "users", 0, 1)
+        oltp.insert_frame(engine, oltp.users_table, users, USER_DB_COLUMNS)
+        _emit(progress, "users", 1, 1)
+        summary = _generate_days(
+            config, range(config.days), users, store, engine, gt, progress, previous=None
+        )
+    finally:
+        engine.dispose()
+    summary.users = config.users
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def append_days(
+    n: int,
+    store: ObjectStore,
+    oltp_url: str,
+    ground_truth_dir: Path,
+    progress: Progress | None = None,
+) -> WorldSummary:
+    """Generate days ``[last + 1, last + n]`` of the world described by ``world.json``."""
+    if n < 1:
+        raise ValueError("append_days needs n >= 1")
+    started = time.perf_counter()
+    gt = Path(ground_truth_dir)
+    previous = read_world(gt)
+    config = WorldConfig.from_json(previous["config"])
+    first = max(d["day_index"] for d in previous["day_stats"]) + 1
+    users = make_users(config.users, config.seed, config.start_date)
+    engine = oltp.make_engine(oltp_url)
+    try:
+        oltp.ensure_tables(engine)
+        summary = _generate_days(
+            config, range(first, first + n), users, store, engine, gt, progress, previous
+        )
+    finally:
+        engine.dispose()
+    summary.users = config.users
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def read_world(ground_truth_dir: Path) -> dict[str, Any]:
+    """The parsed ``world.json`` (raises FileNotFoundError when no world was generated)."""
+    path = Path(ground_truth_dir) / WORLD_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"no world at {path}: run generate_world (mdp seed) first")
+    return json.loads(path.read_text())
+
+
+def all_photos(config: WorldConfig, day_indices: Iterable[int], users: pl.DataFrame
+               ) -> pl.DataFrame:
+    """Photos (public and hidden columns) of the given days, regenerated from the seed."""
+    frames = [
+        make_photos_day(
+            seed=config.seed,
+            day_index=d,
+            total_photos=config.photos,
+            initial_days=config.days,
+            start_date=config.start_date,
+            users=users,
+            corrupt_rate=config.corrupt_rate,
+        ).with_columns(pl.lit(d, dtype=pl.Int32).alias("day_index"))
+        for d in day_indices
+    ]
+    return pl.concat(frames)
+
+
+def _emit(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _what_exists(store: ObjectStore, engine: Any, gt: Path) -> list[str]:
+    found = []
+    if (gt / WORLD_JSON).exists():
+        found.append(f"ground truth in {gt}")
+    if next(iter(store.list(LANDING_PREFIX)), None) is not None:
+        found.append(f"landing objects in {store.describe()}")
+    if oltp.has_rows(engine):
+        found.append("OLTP rows")
+    return found
+
+
+def _generate_days(
+    config: WorldConfig,
+    days: range,
+    users: pl.DataFrame,
+    store: ObjectStore,
+    engine: Any,
+    gt: Path,
+    progress: Progress | None,
+    previous: dict[str, Any] | None,
+) -> WorldSummary:
+    photos = all_photos(config, range(days.stop), users)
+    new_photos = photos.filter(pl.col("day_index") >= days.start)
+    logger.info("inserting %d photos for %d day(s)", new_photos.height, len(days))
+    oltp.insert_frame(
+        engine, oltp.photos_table, new_photos, PHOTO_DB_COLUMNS,
+        progress=lambda done, total: _emit(progress, "photos", done, total),
+    )
+
+    image_bytes = _write_images(config, days, new_photos, store, progress)
+
+    corruption_rows: list[dict[str, Any]] = []
+    day_stats: list[dict[str, Any]] = []
+    truncated: list[dict[str, Any]] = []
+    lines = event_bytes = event_files = 0
+    _emit(progress, "events", 0, len(days))
+    for i, d in enumerate(days):
+        t0 = time.perf_counter()
+        day = generate_event_day(config, d, photos, users)
+        written = write_event_day(day, store)
+        logger.info("events %s: %d lines, %d bytes in %.2fs", day.date, day.lines, written,
+                    time.perf_counter() - t0)
+        lines += day.lines
+        event_bytes += written
+        event_files += len(day.files)
+        day_photos = new_photos.filter(pl.col("day_index") == d)
+        statuses = day_photos["image_status"]
+        day_counts = dict(day.corruptions)
+        day_counts["image_truncated"] = int((statuses == "truncated").sum())
+        day_counts["image_not_an_image"] = int((statuses == "not_an_image").sum())
+        for kind, count in day_counts.items():
+            if count == 0 and kind.startswith("image_"):
+                continue
+            t = day.truncated_file if kind == "truncated_file" else None
+            corruption_rows.append(
+                {
+                    "day": day.date,
+                    "kind": kind,
+                    "count": count,
+                    "key": t.key if t else None,
+                    "lines_written": t.lines_written if t else None,
+                    "lines_readable": t.lines_readable if t else None,
+                }
+            )
+        if day.truncated_file:
+            truncated.append({"day": day.date.isoformat(), **dataclasses.asdict(day.truncated_file)})
+        day_stats.append(
+            {
+                "day_index": d,
+                "date": day.date.isoformat(),
+                "events": day.events,
+                "lines": day.lines,
+                "files": sorted(day.files),
+                "bytes": written,
+                "photos": day_photos.height,
+                "corruptions": day_counts,
+            }
+        )
+        _emit(progress, "events", i + 1, len(days))
+
+    _write_ground_truth(config, gt, photos, corruption_rows, day_stats, truncated, previous)
+    totals: dict[str, int] = {}
+    for row in corruption_rows:
+        totals[row["kind"]] = totals.get(row["kind"], 0) + row["count"]
+    return WorldSummary(
+        days=[config.date_of(d) for d in days],
+        users=users.height,
+        photos=new_photos.height,
+        events=lines,
+        bytes_written=event_bytes + image_bytes,
+        corruptions=totals,
+        images=new_photos.height,
+        event_files=event_files,
+    )
+
+
+def _write_images(
+    config: WorldConfig,
+    days: range,
+    photos: pl.DataFrame,
+    store: ObjectStore,
+    progress: Progress | None,
+) -> int:
+    """Render, encode and put every photo of ``days``; broken ones as the truth says."""
+    total, done, written = photos.height, 0, 0
+    _emit(progress, "images", 0, total)
+    for d in days:
+        day = photos.filter(pl.col("day_index") == d)
+        rng = day_rng(config.seed, d, STREAM_IMAGES)
+        for start in range(0, day.height, _IMAGE_BATCH):
+            batch = day.slice(start, _IMAGE_BATCH)
+            pixels = render_images(
+                rng, batch["image_class"].to_numpy(), batch["quality"].to_numpy()
+            )
+            for px, pid, key, status in zip(
+                pixels, batch["photo_id"], batch["object_key"], batch["image_status"], strict=True
+            ):
+                data = broken_payload(encode_jpeg(px), status, pid)
+                store.put_bytes(key, data)
+                written += len(data)
+            done += batch.height
+            _emit(progress, "images", done, total)
+    return written
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_ground_truth(
+    config: WorldConfig,
+    gt: Path,
+    photos: pl.DataFrame,
+    corruption_rows: list[dict[str, Any]],
+    day_stats: list[dict[str, Any]],
+    truncated: list[dict[str, Any]],
+    previous: dict[str, Any] | None,
+) -> None:
+    truth = photos.select(
+        "photo_id",
+        "user_id",
+        "uploaded_at",
+        pl.col("day_index"),
+        pl.col("image_class").alias("image_class_id"),
+        pl.col("image_class")
+        .replace_strict(list(range(len(CLASSES))), list(CLASSES), return_dtype=pl.String)
+        .alias("image_class"),
+        "quality",
+        "hot_words",
+        "cold_words",
+        "latent_score",
+        "expected_rate",
+        "image_status",
+    )
+    _atomic_write(gt / PHOTOS_PARQUET, truth.write_parquet)
+
+    schema = {
+        "day": pl.Date,
+        "kind": pl.String,
+        "count": pl.Int64,
+        "key": pl.String,
+        "lines_written": pl.Int64,
+        "lines_readable": pl.Int64,
+    }
+    new = pl.DataFrame(corruption_rows, schema=schema)
+    old_path = gt / CORRUPTIONS_PARQUET
+    if previous is not None and old_path.exists():
+        new = pl.concat([pl.read_parquet(old_path).cast(schema), new])  # type: ignore[arg-type]
+    _atomic_write(old_path, new.sort("day", "kind").write_parquet)
+
+    prev_stats = list(previous["day_stats"]) if previous else []
+    prev_trunc = list(previous["truncated_files"]) if previous else []
+    all_stats = prev_stats + day_stats
+    world = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_json(),
+        "days": [s["date"] for s in all_stats],
+        "day_stats": all_stats,
+        "classes": list(CLASSES),
+        "popularity": POPULARITY.to_json(),
+        "popularity_description": POPULARITY_DESCRIPTION,
+        "corruption_kinds": list(LINE_KINDS) + ["truncated_file", "image_truncated",
+                                                "image_not_an_image"],
+        "valid_corruption_kinds": sorted(VALID_KINDS),
+        "quarantine_reasons": QUARANTINE_REASONS,
+        "truncated_files": prev_trunc + truncated,
+    }
+    _atomic_write(
+        gt / WORLD_JSON,
+        lambda p: p.write_text(json.dumps(world, indent=2, sort_keys=False) + "\n"),
+    )
