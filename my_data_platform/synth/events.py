@@ -152,8 +152,9 @@ class _Buckets:
     term: a bucket's weights are then two multiply-adds over the eligible prefix.
     """
 
-    def __init__(self, photos: _Photos, starts_s: np.ndarray, t0_s: int,
-                 params: PopularityParams) -> None:
+    def __init__(
+        self, photos: _Photos, starts_s: np.ndarray, t0_s: int, params: PopularityParams
+    ) -> None:
         self.photos = photos
         self.starts_s = starts_s
         self.eligible = np.searchsorted(photos.upload_s, starts_s, side="left")
@@ -177,8 +178,9 @@ class _Buckets:
         share = _diurnal(self.starts_s) * self.totals / (self.totals + 0.1 * top)
         return rng.multinomial(n, share / share.sum())
 
-    def sample(self, rng: np.random.Generator, counts: np.ndarray, b0: int, b1: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, rng: np.random.Generator, counts: np.ndarray, b0: int, b1: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(photo index, ts in ms since start_date) for the events of buckets ``[b0, b1)``.
 
         Photos come from sorted uniform queries (a cache-friendly ``searchsorted``, ~8x faster
@@ -245,8 +247,9 @@ def _split_counts(total: int, kinds: Iterable[str]) -> dict[str, int]:
 class _LineBuilder:
     """Renders event columns into JSON lines (each ending in ``\\n``) for one day."""
 
-    def __init__(self, date: datetime.date, origin: datetime.date, first_second: int,
-                 n_seconds: int) -> None:
+    def __init__(
+        self, date: datetime.date, origin: datetime.date, first_second: int, n_seconds: int
+    ) -> None:
         self.id_prefix = '{"event_id":"e' + date.strftime("%Y%m%d") + "-"
         self.first_second = first_second
         start = datetime.datetime.combine(origin, datetime.time()) + datetime.timedelta(
@@ -259,9 +262,7 @@ class _LineBuilder:
         self.types = pl.Series(
             [f'","event_type":"{t}","user_id":' for t in EVENT_TYPES], dtype=pl.String
         )
-        self.ms_table = pl.Series(
-            [f'.{i:03d}Z","dwell_ms":' for i in range(1000)], dtype=pl.String
-        )
+        self.ms_table = pl.Series([f'.{i:03d}Z","dwell_ms":' for i in range(1000)], dtype=pl.String)
         self.clients = pl.Series([f',"client":"{c}"}}\n' for c in CLIENTS], dtype=pl.String)
 
     def build(self, cols: dict[str, np.ndarray], sl: slice) -> pl.Series:
@@ -330,7 +331,8 @@ def _body_chunks(lines: pl.Series) -> list[memoryview]:
                 for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
             ]
     large = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
-    offsets = np.frombuffer(large.buffers()[1], np.int64)[large.offset : large.offset + len(large) + 1]
+    offsets = np.frombuffer(large.buffers()[1], np.int64)
+    offsets = offsets[large.offset : large.offset + len(large) + 1]
     return [memoryview(large.buffers()[2])[int(offsets[0]) : int(offsets[-1])]]
 
 
@@ -450,7 +452,8 @@ def generate_event_day(
     crng = day_rng(config.seed, day_index, STREAM_EVENT_CORRUPT)
     corrupt = config.corrupt_rate > 0
     kinds = [k for k in LINE_KINDS if day_index > 0 or k != "late"]
-    plan = _split_counts(round(config.corrupt_rate * config.events_per_day), kinds) if corrupt else {}
+    n_bad = round(config.corrupt_rate * config.events_per_day)
+    plan = _split_counts(n_bad, kinds) if corrupt else {}
 
     n_buckets = SECONDS_PER_DAY // BUCKET_SECONDS
     buckets = _Buckets(photos, day_start + BUCKET_SECONDS * np.arange(n_buckets), day_start, params)
@@ -463,8 +466,10 @@ def generate_event_day(
     if plan.get("late"):
         n_late_b = LATE_WINDOW_SECONDS // BUCKET_SECONDS
         late_b = _Buckets(
-            photos, day_start - LATE_WINDOW_SECONDS + BUCKET_SECONDS * np.arange(n_late_b),
-            day_start, params,
+            photos,
+            day_start - LATE_WINDOW_SECONDS + BUCKET_SECONDS * np.arange(n_late_b),
+            day_start,
+            params,
         )
         late_counts = late_b.counts(crng, plan["late"])
         lidx, lts = late_b.sample(crng, late_counts, 0, n_late_b)
@@ -473,15 +478,18 @@ def generate_event_day(
     n_late = plan.get("late", 0)
 
     builder = _LineBuilder(
-        date, config.start_date, day_start - LATE_WINDOW_SECONDS,
+        date,
+        config.start_date,
+        day_start - LATE_WINDOW_SECONDS,
         SECONDS_PER_DAY + LATE_WINDOW_SECONDS,
     )
 
     def chunk(i: int) -> tuple[dict[str, np.ndarray], pl.Series | bytes]:
         crng_i = _chunk_rng(config.seed, day_index, i)
         idx, ts = buckets.sample(crng_i, counts, bounds[i], bounds[i + 1])
-        cols = _event_columns(crng_i, photos, users_df, idx, ts, params,
-                              seq0=n_late + int(offsets[i]))
+        cols = _event_columns(
+            crng_i, photos, users_df, idx, ts, params, seq0=n_late + int(offsets[i])
+        )
         lines = builder.build(cols, slice(0, len(idx)))
         return (cols, lines) if corrupt else ({}, _gzip_lines(lines))
 
@@ -501,8 +509,10 @@ def generate_event_day(
         lines, order, found, trunc_rows = _corrupt(crng, cols, lines, n_late, plan, builder)
         final = lines.gather(order)
         payloads = list(
-            pool.map(lambda sl: _gzip_lines(final.slice(sl.start, sl.stop - sl.start)),
-                     _file_slices(len(final), files))
+            pool.map(
+                lambda sl: _gzip_lines(final.slice(sl.start, sl.stop - sl.start)),
+                _file_slices(len(final), files),
+            )
         )
     out = dict(zip(keys, payloads, strict=True))
     truncated = None
@@ -511,8 +521,13 @@ def generate_event_day(
         out[key], truncated = _truncated_file(key, lines.gather(trunc_rows))
         found["truncated_file"] = 1
     return EventDay(
-        day_index, date, out, events=len(lines), lines=len(order) + len(trunc_rows),
-        corruptions=found, truncated_file=truncated,
+        day_index,
+        date,
+        out,
+        events=len(lines),
+        lines=len(order) + len(trunc_rows),
+        corruptions=found,
+        truncated_file=truncated,
     )
 
 
@@ -550,9 +565,7 @@ def _corrupt(
         "malformed_json": pl.concat_str([line.str.slice(0, cut.cast(pl.Int64)), pl.lit("\n")]),
         "wrong_type": line.str.replace(r'"user_id":(\d+)', '"user_id":"$1"'),
         "missing_field": line.str.replace(r'"event_type":"[a-z]+",', ""),
-        "schema_drift": pl.concat_str(
-            [line.str.strip_suffix("}\n"), pl.lit(DRIFT_FIELD + "}\n")]
-        ),
+        "schema_drift": pl.concat_str([line.str.strip_suffix("}\n"), pl.lit(DRIFT_FIELD + "}\n")]),
     }
     for kind, expr in rewrites.items():
         r = rows.get(kind)

@@ -29,11 +29,10 @@ def _u(rng: np.random.Generator, k: int, lo: float, hi: float) -> np.ndarray:
     return rng.uniform(lo, hi, (k, 1, 1)).astype(np.float32)
 
 
-def _jitter(rng: np.random.Generator, k: int, rgb: tuple[float, float, float], sd: float = 0.06
-            ) -> np.ndarray:
-    return np.clip(np.asarray(rgb, np.float32) + rng.normal(0, sd, (k, 3)), 0, 1).astype(
-        np.float32
-    )
+def _jitter(
+    rng: np.random.Generator, k: int, rgb: tuple[float, float, float], sd: float = 0.06
+) -> np.ndarray:
+    return np.clip(np.asarray(rgb, np.float32) + rng.normal(0, sd, (k, 3)), 0, 1).astype(np.float32)
 
 
 def _paint(img: Canvas, mask: np.ndarray, color: np.ndarray) -> None:
@@ -44,8 +43,9 @@ def _fill(k: int, size: int, color: np.ndarray) -> Canvas:
     return np.broadcast_to(color[:, None, None, :], (k, size, size, 3)).copy()
 
 
-def _pick(rng: np.random.Generator, k: int, palette: list[tuple[float, float, float]]
-          ) -> np.ndarray:
+def _pick(
+    rng: np.random.Generator, k: int, palette: list[tuple[float, float, float]]
+) -> np.ndarray:
     base = np.asarray(palette, np.float32)[rng.integers(0, len(palette), k)]
     return np.clip(base + rng.normal(0, 0.04, (k, 3)), 0, 1).astype(np.float32)
 
@@ -125,8 +125,9 @@ def _portrait(rng: np.random.Generator, k: int, size: int) -> Canvas:
     cx, cy = _u(rng, k, 0.4, 0.6), _u(rng, k, 0.5, 0.6)
     hair = _pick(rng, k, [(0.1, 0.07, 0.05), (0.45, 0.3, 0.15), (0.85, 0.7, 0.4)])
     _paint(img, ((x - cx) / 0.26) ** 2 + ((y - cy + 0.1) / 0.28) ** 2 < 1, hair)
-    skin = _pick(rng, k, [(0.95, 0.78, 0.65), (0.8, 0.6, 0.45), (0.55, 0.38, 0.26),
-                          (0.35, 0.24, 0.16)])
+    skin = _pick(
+        rng, k, [(0.95, 0.78, 0.65), (0.8, 0.6, 0.45), (0.55, 0.38, 0.26), (0.35, 0.24, 0.16)]
+    )
     _paint(img, ((x - cx) / 0.2) ** 2 + ((y - cy) / 0.27) ** 2 < 1, skin)
     dark = np.zeros((k, 3), np.float32) + 0.05
     for dx in (-0.08, 0.08):

@@ -52,9 +52,10 @@ def has_rows(engine: sa.Engine) -> bool:
     inspector = sa.inspect(engine)
     with engine.connect() as conn:
         for table in (users_table, photos_table):
-            if inspector.has_table(table.name):
-                if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first():
-                    return True
+            if not inspector.has_table(table.name):
+                continue
+            if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first():
+                return True
     return False
 
 

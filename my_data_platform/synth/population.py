@@ -44,6 +44,18 @@ STREAM_CHUNKS = 5
 STREAM_USERS = 99
 
 SECONDS_PER_DAY = 86_400
+IMAGE_SIZE = 64
+
+PHOTO_DB_COLUMNS = (
+    "photo_id",
+    "user_id",
+    "uploaded_at",
+    "caption",
+    "object_key",
+    "width",
+    "height",
+)
+USER_DB_COLUMNS = ("user_id", "handle", "joined_at", "follower_count", "country")
 
 
 @dataclass(frozen=True)
@@ -93,13 +105,45 @@ POPULARITY_DESCRIPTION = (
     "Image noise falls with quality."
 )
 
-_HANDLE_ADJ = ("sunny", "quiet", "wild", "lazy", "brave", "cosmic", "urban", "salty", "misty",
-               "happy", "lucky", "silver")
-_HANDLE_NOUN = ("otter", "fox", "panda", "wave", "pixel", "lens", "comet", "maple", "tiger",
-                "owl", "river", "cloud")
+_HANDLE_ADJ = (
+    "sunny",
+    "quiet",
+    "wild",
+    "lazy",
+    "brave",
+    "cosmic",
+    "urban",
+    "salty",
+    "misty",
+    "happy",
+    "lucky",
+    "silver",
+)
+_HANDLE_NOUN = (
+    "otter",
+    "fox",
+    "panda",
+    "wave",
+    "pixel",
+    "lens",
+    "comet",
+    "maple",
+    "tiger",
+    "owl",
+    "river",
+    "cloud",
+)
 
-_OPENERS = ("Loving this", "Just a", "Another", "Caught this", "Look at this", "Weekend",
-            "Finally a", "My")
+_OPENERS = (
+    "Loving this",
+    "Just a",
+    "Another",
+    "Caught this",
+    "Look at this",
+    "Weekend",
+    "Finally a",
+    "My",
+)
 _CLASS_NOUNS: tuple[tuple[str, str, str], ...] = (
     ("sunset", "golden hour sky", "dusk over the water"),
     ("beach day", "ocean view", "sandy shore"),
@@ -134,8 +178,9 @@ def _utc(values: np.ndarray) -> pl.Series:
 def photo_keys(photo_id: np.ndarray) -> pl.Series:
     """Landing keys of the images: ``landing/photos/{photo_id:08d}.jpg``."""
     ids = pl.Series(photo_id).cast(pl.String).str.zfill(8)
-    return pl.select(pl.concat_str([pl.lit("landing/photos/"), pl.lit(ids), pl.lit(".jpg")]))\
-        .to_series()
+    return pl.select(
+        pl.concat_str([pl.lit("landing/photos/"), pl.lit(ids), pl.lit(".jpg")])
+    ).to_series()
 
 
 def make_users(n_users: int, seed: int, start_date: datetime.date) -> pl.DataFrame:
@@ -155,8 +200,12 @@ def make_users(n_users: int, seed: int, start_date: datetime.date) -> pl.DataFra
             "user_id": uid,
             "handle": pl.select(
                 pl.concat_str(
-                    [pl.lit(_gather(_HANDLE_ADJ, adj)), pl.lit("_"),
-                     pl.lit(_gather(_HANDLE_NOUN, noun)), uid.cast(pl.String)]
+                    [
+                        pl.lit(_gather(_HANDLE_ADJ, adj)),
+                        pl.lit("_"),
+                        pl.lit(_gather(_HANDLE_NOUN, noun)),
+                        uid.cast(pl.String),
+                    ]
                 )
             ).to_series(),
             "joined_at": _utc(np.datetime64(start_date, "s") - joined_ago_s.astype("m8[s]")),
@@ -219,11 +268,11 @@ def make_photos_day(
         pl.concat_str(
             [
                 pl.lit(_gather(_OPENERS, opener)),
-                pl.lit(_gather(("",) + tuple(f" {w}" for w in HOT_WORDS), hot1)),
+                pl.lit(_gather(("", *tuple(f" {w}" for w in HOT_WORDS)), hot1)),
                 pl.lit(" "),
                 pl.lit(_gather(nouns, noun_idx)),
-                pl.lit(_gather(("",) + tuple(f" #{w}" for w in HOT_TAGS), hot2)),
-                pl.lit(_gather(("",) + COLD_PHRASES, cold_idx)),
+                pl.lit(_gather(("", *tuple(f" #{w}" for w in HOT_TAGS)), hot2)),
+                pl.lit(_gather(("", *COLD_PHRASES), cold_idx)),
                 pl.lit(_gather(_CLOSERS, closer)),
             ]
         )
@@ -266,10 +315,3 @@ def make_photos_day(
             "image_status": _gather(("ok", "truncated", "not_an_image"), status),
         }
     )
-
-
-IMAGE_SIZE = 64
-
-PHOTO_DB_COLUMNS = ("photo_id", "user_id", "uploaded_at", "caption", "object_key", "width",
-                    "height")
-USER_DB_COLUMNS = ("user_id", "handle", "joined_at", "follower_count", "country")

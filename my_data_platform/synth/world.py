@@ -74,6 +74,7 @@ CORRUPTIONS_PARQUET = "corruptions.parquet"
 LANDING_PREFIX = "landing/"
 FORMAT_VERSION = 1
 _IMAGE_BATCH = 512
+IMAGE_KINDS = ("image_truncated", "image_not_an_image")
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,9 @@ def read_world(ground_truth_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def all_photos(config: WorldConfig, day_indices: Iterable[int], users: pl.DataFrame
-               ) -> pl.DataFrame:
+def all_photos(
+    config: WorldConfig, day_indices: Iterable[int], users: pl.DataFrame
+) -> pl.DataFrame:
     """Photos (public and hidden columns) of the given days, regenerated from the seed."""
     frames = [
         make_photos_day(
@@ -260,7 +262,10 @@ def _generate_days(
     new_photos = photos.filter(pl.col("day_index") >= days.start)
     logger.info("inserting %d photos for %d day(s)", new_photos.height, len(days))
     oltp.insert_frame(
-        engine, oltp.photos_table, new_photos, PHOTO_DB_COLUMNS,
+        engine,
+        oltp.photos_table,
+        new_photos,
+        PHOTO_DB_COLUMNS,
         progress=lambda done, total: _emit(progress, "photos", done, total),
     )
 
@@ -275,8 +280,13 @@ def _generate_days(
         t0 = time.perf_counter()
         day = generate_event_day(config, d, photos, users)
         written = write_event_day(day, store)
-        logger.info("events %s: %d lines, %d bytes in %.2fs", day.date, day.lines, written,
-                    time.perf_counter() - t0)
+        logger.info(
+            "events %s: %d lines, %d bytes in %.2fs",
+            day.date,
+            day.lines,
+            written,
+            time.perf_counter() - t0,
+        )
         lines += day.lines
         event_bytes += written
         event_files += len(day.files)
@@ -300,7 +310,8 @@ def _generate_days(
                 }
             )
         if day.truncated_file:
-            truncated.append({"day": day.date.isoformat(), **dataclasses.asdict(day.truncated_file)})
+            info = dataclasses.asdict(day.truncated_file)
+            truncated.append({"day": day.date.isoformat(), **info})
         day_stats.append(
             {
                 "day_index": d,
@@ -424,8 +435,7 @@ def _write_ground_truth(
         "classes": list(CLASSES),
         "popularity": POPULARITY.to_json(),
         "popularity_description": POPULARITY_DESCRIPTION,
-        "corruption_kinds": list(LINE_KINDS) + ["truncated_file", "image_truncated",
-                                                "image_not_an_image"],
+        "corruption_kinds": [*LINE_KINDS, "truncated_file", *IMAGE_KINDS],
         "valid_corruption_kinds": sorted(VALID_KINDS),
         "quarantine_reasons": QUARANTINE_REASONS,
         "truncated_files": prev_trunc + truncated,
