@@ -42,6 +42,10 @@ class Settings:
     warehouse_catalog: str
     warehouse_data_path: str | None
     dagster_home: Path
+    feature_engine: str
+    label_window_hours: int
+    label_min_engagement: int | None
+    prediction_delay_hours: float
 
     @property
     def lake_root(self) -> Path:
@@ -56,6 +60,28 @@ class Settings:
     @property
     def alerts_dir(self) -> Path:
         return self.data_dir / "alerts"
+
+
+def _float(name: str, default: float | None) -> float | None:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _int(name: str, default: int | None) -> int | None:
+    value = _float(name, None if default is None else float(default))
+    if value is None:
+        return None
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {_env(name)!r}")
+    return int(value)
 
 
 def _load_dotenv() -> None:
@@ -94,7 +120,18 @@ def get_settings() -> Settings:
         warehouse_catalog=catalog,
         warehouse_data_path=_env("MDP_WAREHOUSE_DATA_PATH"),
         dagster_home=Path(_env("DAGSTER_HOME") or str(data_dir / "dagster_home")).resolve(),
+        feature_engine=_engine(),
+        label_window_hours=_int("MDP_LABEL_WINDOW_HOURS", 24) or 24,
+        label_min_engagement=_int("MDP_LABEL_MIN_ENGAGEMENT", None),
+        prediction_delay_hours=_float("MDP_PREDICTION_DELAY_HOURS", 1.0) or 0.0,
     )
+
+
+def _engine() -> str:
+    engine = (_env("MDP_FEATURE_ENGINE", "auto") or "auto").lower()
+    if engine not in ("auto", "cpu", "gpu"):
+        raise SettingsError(f"MDP_FEATURE_ENGINE must be auto, cpu or gpu, got {engine!r}")
+    return engine
 
 
 def reset_settings() -> None:

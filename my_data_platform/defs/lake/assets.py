@@ -4,7 +4,6 @@ Landed files are never modified. Each lake object is written to a temporary loca
 published atomically, so re-materializing a partition replaces it in one step.
 """
 
-
 import datetime as dt
 import io
 from concurrent.futures import ThreadPoolExecutor

@@ -5,7 +5,6 @@ DataFrames go through the DuckLake IO manager, which replaces a partition inside
 transaction; tables that are pure SQL run inside the warehouse as one transaction too.
 """
 
-
 import dagster as dg
 import polars as pl
 

@@ -83,6 +83,13 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Any, connection: Any
     ) -> dict[str, Any]:
+        if isinstance(obj, pl.DataFrame):
+            # DuckLake stores variable-length lists, not fixed-size arrays (e.g. embeddings).
+            obj = obj.with_columns(
+                pl.col(n).cast(pl.List(t.inner))  # type: ignore[union-attr]
+                for n, t in obj.schema.items()
+                if isinstance(t, pl.Array)
+            )
         arrow = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
         # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
         target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"

@@ -1,0 +1,321 @@
+"""Features: classifier outputs, windowed activity, labels and point-in-time training examples.
+
+Every table is written twice: Parquet in the lake (``lake/features/<name>.parquet``, what
+dataset versions are built from) and a DuckDB table ``features.<name>`` (what analysts and the
+online path query). The feature logic itself lives in ``core/features.py``; the engine
+(Polars CPU or cuDF through the Polars GPU engine) is a setting, not a second implementation.
+"""
+
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from my_data_platform.core import features as F
+from my_data_platform.core import image_model, text_embeddings
+from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
+from my_data_platform.defs.features.inputs import (
+    observed_until,
+    read_warehouse_table,
+    scan_lake_events,
+)
+from my_data_platform.defs.features.resources import FeatureSettings
+from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet, write_parquet
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.warehouse.resources import WarehouseResource
+
+GROUP = "features"
+IMAGE_ACCURACY_FLOOR = 0.8
+
+
+def feature_object(name: str) -> str:
+    return f"lake/features/{name}.parquet"
+
+
+def _publish(store: ObjectStore, name: str, df: pl.DataFrame) -> str:
+    key = feature_object(name)
+    write_parquet(store, key, df.to_arrow())
+    return store.uri(key)
+
+
+def _photos_and_users(warehouse: WarehouseResource) -> tuple[pl.DataFrame, pl.DataFrame]:
+    with warehouse.connect() as conn:
+        photos = read_warehouse_table(
+            conn, "warehouse", "photos",
+            ["photo_id", "user_id", "uploaded_at", "caption", "object_key", "image_decodable"],
+        )  # fmt: skip
+        users = read_warehouse_table(
+            conn, "warehouse", "users", ["user_id", "joined_at", "follower_count"]
+        )
+    return photos, users
+
+
+@dg.asset(
+    key=["features", "caption_embeddings"],
+    deps=[["warehouse", "photos"]],
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb", "parquet"},
+)
+def caption_embeddings(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    object_store: ObjectStoreResource,
+) -> pl.DataFrame:
+    """A 384-dimensional meaning of every caption, from a real pretrained text model
+    (all-MiniLM-L6-v2, offline). Lets the model and FiftyOne reason about what a caption says,
+    not just its length. Incremental: only new or edited captions are encoded."""
+    store = object_store.get_store()
+    photos, _ = _photos_and_users(warehouse)
+    try:
+        previous = pl.read_parquet(store.get_bytes(feature_object("caption_embeddings")))
+    except ObjectNotFoundError:
+        previous = None
+    t0 = time.perf_counter()
+    table, n_encoded = text_embeddings.embed_incremental(previous, photos)
+    secs = time.perf_counter() - t0
+    uri = _publish(store, "caption_embeddings", table)
+    info = text_embeddings.model_info()
+    context.add_output_metadata(
+        {
+            "model_name": info["model_name"],
+            "model_version": info["model_version"],
+            "dim": info["dim"],
+            "encoded_now": n_encoded,
+            "reused": table.height - n_encoded,
+            "captions_per_s": round(n_encoded / secs, 1) if n_encoded and secs else 0.0,
+            "lake_uri": uri,
+        }
+    )
+    return table
+
+
+@dg.asset(
+    key=["features", "image_predictions"],
+    deps=[["lake", "photos"], ["warehouse", "photos"]],
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "held_out_accuracy_floor",
+            asset=["features", "image_predictions"],
+            blocking=True,
+            description=f"The CNN's test accuracy is at least {IMAGE_ACCURACY_FLOOR}.",
+        )
+    ],
+)
+def image_predictions(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    object_store: ObjectStoreResource,
+):
+    """What each photo shows (sunset, beach, food, pet, city, portrait) with a confidence,
+    from a small CNN trained on the generator's free labels (what it drew is ground truth).
+    Undecodable images get a null prediction, never a crash."""
+    from my_data_platform.settings import get_settings
+
+    store = object_store.get_store()
+    photos, _ = _photos_and_users(warehouse)
+    photos = photos.sort("photo_id")
+    try:
+        manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
+    except ObjectNotFoundError:
+        raise dg.Failure("lake/photos manifest is missing: materialize lake/photos first") from None
+    assert isinstance(manifest, pl.DataFrame)
+    decodable = set(manifest.filter(pl.col("decodable"))["key"].to_list())
+    keys = photos["object_key"].to_list()
+    wanted = [k if k in decodable else None for k in keys]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        datas = list(pool.map(lambda k: store.get_bytes(k) if k else None, wanted))
+    pixels, ok = image_model.decode_batch(datas)
+    del datas
+
+    labels_path = Path(get_settings().ground_truth_dir) / "photos.parquet"
+    if not labels_path.exists():
+        raise dg.Failure(
+            f"no image labels at {labels_path}: the classifier trains on the generator's free "
+            "labels (photo_id, image_class); provide such a file to train on real images"
+        )
+    free = pl.read_parquet(labels_path, columns=["photo_id", "image_class"])
+    lab = photos.select("photo_id").with_row_index("i").join(free, on="photo_id", how="inner")
+    idx = lab["i"].to_numpy()
+    idx = idx[ok[idx]]
+    label_of = dict(zip(lab["i"].to_list(), lab["image_class"].to_list(), strict=True))
+    device = image_model.pick_device()
+    model, metrics = image_model.train_image_classifier(
+        pixels[idx], np.array([label_of[i] for i in idx]), seed=0, device=device
+    )
+    probs = image_model.predict(model, pixels, device=device)
+    frame = image_model.predictions_frame(photos["photo_id"], probs, ok)
+    blob = image_model.save_model(model)
+    import hashlib
+
+    model_key = f"models/image_classifier/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+    store.put_bytes(model_key, blob)
+    uri = _publish(store, "image_predictions", frame)
+    test_acc = float(metrics["test_accuracy"])
+    metadata = {
+        "train_accuracy": float(metrics["train_accuracy"]),
+        "val_accuracy": float(metrics["val_accuracy"]),
+        "test_accuracy": test_acc,
+        "n_train": int(metrics["n_train"]),
+        "n_test": int(metrics["n_test"]),
+        "undecodable": int((~ok).sum()),
+        "device": device,
+        "model_uri": store.uri(model_key),
+        "lake_uri": uri,
+        "training_seconds": round(float(metrics.get("seconds", 0.0)), 2),
+    }
+    context.log.info("image classifier: test accuracy %.3f on %s", test_acc, device)
+    yield dg.Output(frame, metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="held_out_accuracy_floor",
+        passed=test_acc >= IMAGE_ACCURACY_FLOOR,
+        metadata={"test_accuracy": test_acc, "floor": IMAGE_ACCURACY_FLOOR},
+    )
+
+
+def _inputs(
+    object_store: ObjectStoreResource, warehouse: WarehouseResource
+) -> tuple[ObjectStore, pl.LazyFrame, pl.DataFrame, pl.DataFrame]:
+    store = object_store.get_store()
+    try:
+        events = scan_lake_events(store)
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from None
+    photos, users = _photos_and_users(warehouse)
+    return store, events, photos, users
+
+
+@dg.asset(
+    key=["features", "photo_activity"],
+    deps=[["lake", "events"], ["warehouse", "photos"]],
+    group_name=GROUP,
+    kinds={"polars", "duckdb", "parquet"},
+)
+def photo_activity(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    feature_settings: FeatureSettings,
+) -> pl.DataFrame:
+    """How every photo and its author are doing right now: views, likes, comments, shares,
+    like rate, dwell and unique users over the last 1, 7 and 28 days, as of the newest
+    observed event. The same definition gives training rows and online answers."""
+    store, events, photos, _ = _inputs(object_store, warehouse)
+    as_of = observed_until(events)
+    engine = F.resolve_engine(feature_settings.engine)
+    queries = photos.lazy().select("photo_id", pl.lit(as_of).alias("as_of"))
+    t0 = time.perf_counter()
+    df = F.collect(
+        F.activity_features(events, photos.lazy(), queries, feature_settings.config()), engine
+    ).sort("photo_id")
+    context.add_output_metadata(
+        {
+            "as_of": as_of.isoformat(),
+            "engine": engine,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "lake_uri": _publish(store, "photo_activity", df),
+        }
+    )
+    return df
+
+
+@dg.asset(
+    key=["features", "labels"],
+    deps=[["lake", "events"], ["warehouse", "photos"]],
+    group_name=GROUP,
+    kinds={"polars", "duckdb", "parquet"},
+)
+def labels(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    feature_settings: FeatureSettings,
+) -> pl.DataFrame:
+    """Which photos became popular, learned from user feedback: engagement (likes + comments
+    + shares) in the first hours after upload against a threshold. Photos too young to judge
+    have no label yet, which is different from 'not popular'."""
+    store, events, photos, _ = _inputs(object_store, warehouse)
+    cfg = feature_settings.config()
+    until = observed_until(events)
+    df = F.collect(
+        F.labels(events, photos.lazy(), cfg, until), F.resolve_engine(feature_settings.engine)
+    )
+    labelled = df.filter(pl.col("label_status") == "labelled")
+    positives = int(labelled["label"].sum() or 0)
+    context.add_output_metadata(
+        {
+            "observed_until": until.isoformat(),
+            "label_window_hours": cfg.label_window_hours,
+            "label_min_engagement": cfg.label_min_engagement,
+            "labelled": labelled.height,
+            "too_young": df.height - labelled.height,
+            "positives": positives,
+            "positive_rate": round(positives / labelled.height, 4) if labelled.height else 0.0,
+            "lake_uri": _publish(store, "labels", df),
+        }
+    )
+    return df
+
+
+@dg.asset(
+    key=["features", "training_examples"],
+    deps=[
+        ["lake", "events"],
+        ["warehouse", "photos"],
+        ["warehouse", "users"],
+        ["features", "labels"],
+        ["features", "image_predictions"],
+        ["features", "caption_embeddings"],
+    ],
+    group_name=GROUP,
+    kinds={"polars", "duckdb", "parquet"},
+)
+def training_examples(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    feature_settings: FeatureSettings,
+) -> pl.DataFrame:
+    """One row per labelled photo with the features exactly as they were known at prediction
+    time (upload + delay): never an event from after that moment, so offline accuracy is
+    what the model will see online. Joined with metadata and classifier outputs."""
+    store, events, photos, users = _inputs(object_store, warehouse)
+    cfg = feature_settings.config()
+    lab = pl.read_parquet(store.get_bytes(feature_object("labels")))
+    extra = classifier_outputs(store)
+    t0 = time.perf_counter()
+    df = F.collect(
+        F.training_examples(events, photos.lazy(), users.lazy(), lab, cfg, extra),
+        F.resolve_engine(feature_settings.engine),
+    )
+    context.add_output_metadata(
+        {
+            "prediction_delay_hours": cfg.prediction_delay_hours,
+            "positive_rate": round(float(df["label"].mean() or 0.0), 4),
+            "feature_columns": len(F.feature_columns(cfg)),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "lake_uri": _publish(store, "training_examples", df),
+        }
+    )
+    return df
+
+
+def classifier_outputs(store: ObjectStore) -> pl.DataFrame:
+    """The per-photo classifier outputs joined into examples (online and offline alike)."""
+    preds = pl.read_parquet(store.get_bytes(feature_object("image_predictions")))
+    emb = pl.read_parquet(store.get_bytes(feature_object("caption_embeddings")))
+    return preds.join(
+        emb.select("photo_id", pl.col("embedding").alias("caption_embedding")),
+        on="photo_id",
+        how="full",
+        coalesce=True,
+    )
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
