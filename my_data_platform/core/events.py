@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from isal import isal_zlib
 
 __all__ = [
@@ -74,7 +75,6 @@ _WS = np.zeros(256, dtype=bool)
 _WS[list(b" \t\n\r\x0b\x0c")] = True
 _INLINE = 12  # Arrow string_view stores strings up to 12 bytes inside the view itself
 _SEGMENT = 1 << 30  # one variadic buffer per GiB keeps every view offset inside int32
-_BATCH_ROWS = 1 << 16  # DuckDB scans Arrow record batches in parallel, one per task
 _SAFE_CHUNK = 1 << 16
 
 
@@ -301,51 +301,73 @@ _TS_PATTERN = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?
 
 
 def _validation_sql() -> str:
-    """The validation query; every dynamic piece is a module constant, never input data."""
-    raw = ",\n".join(f"j.{f}::VARCHAR AS r_{f}" for f in FIELDS)
+    """The validation query; every dynamic piece is a module constant, never input data.
+
+    Each field comes out of one ``json_transform`` as its minified JSON text, so its JSON type
+    is its first character. Valid rows (nearly all of them) are recognised by one short
+    conjunction; only rows that fail it walk the ordered reason checks, which keeps the per-row
+    cost of a clean day low.
+    """
+    raw = ",\n        ".join(f"j.{f}::VARCHAR AS r_{f}" for f in FIELDS)
     is_str = {f: f"starts_with(r_{f}, '\"')" for f in _STRING_FIELDS}
     is_int = {f: f"regexp_full_match(r_{f}, '-?[0-9]+')" for f in _INT_FIELDS}
-    str_val = {
-        f: f"CASE WHEN {is_str[f]} THEN CASE WHEN contains(r_{f}, '\\') "
-        f"THEN json_extract_string(r_{f}, '$') ELSE r_{f}[2:-2] END END"
-        for f in _STRING_FIELDS
+    unescaped = {
+        f: f"CASE WHEN contains(r_{f}, '\\') THEN json_extract_string(r_{f}, '$') "
+        f"ELSE r_{f}[2:-2] END"
+        for f in ("event_id", "client")
     }
-    int_val = {f: f"CASE WHEN {is_int[f]} THEN TRY_CAST(r_{f} AS BIGINT) END" for f in _INT_FIELDS}
-    missing = "\n".join(
+    types = ", ".join(f"'\"{t}\"'" for t in EVENT_TYPES)
+    ts_ok = f"regexp_full_match(r_ts, '\"{_TS_PATTERN}\"') AND ts_utc IS NOT NULL"
+    ok = " AND ".join(
+        [
+            "pre IS NULL",
+            is_str["event_id"],
+            "r_event_id <> '\"\"'",
+            f"r_event_type IN ({types})",
+            is_int["user_id"],
+            "user_id IS NOT NULL",
+            is_int["photo_id"],
+            "photo_id IS NOT NULL",
+            ts_ok,
+            "(r_dwell_ms IS NULL OR (regexp_full_match(r_dwell_ms, '[0-9]+') "
+            "AND dwell_ms IS NOT NULL))",
+            is_str["client"],
+        ]
+    )
+    missing = "\n            ".join(
         f"WHEN r_{f} IS NULL THEN 'missing_field:{f}'" for f in REQUIRED_FIELDS
     )
-    wrong = "\n".join(
+    wrong = "\n            ".join(
         f"WHEN {'r_dwell_ms IS NOT NULL AND ' if f == 'dwell_ms' else ''}"
         f"NOT {is_str[f] if f in is_str else is_int[f]} THEN 'wrong_type:{f}'"
         for f in FIELDS
     )
-    types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
-    invalid = "\n".join(
+    invalid = "\n            ".join(
         [
-            "WHEN event_id = '' THEN 'invalid_value:event_id'",
-            f"WHEN event_type NOT IN ({types}) THEN 'invalid_value:event_type'",
+            "WHEN r_event_id = '\"\"' THEN 'invalid_value:event_id'",
+            f"WHEN r_event_type NOT IN ({types}) THEN 'invalid_value:event_type'",
             "WHEN user_id IS NULL THEN 'invalid_value:user_id'",
             "WHEN photo_id IS NULL THEN 'invalid_value:photo_id'",
-            "WHEN ts_utc IS NULL THEN 'invalid_value:ts'",
+            f"WHEN NOT ({ts_ok}) THEN 'invalid_value:ts'",
             "WHEN r_dwell_ms IS NOT NULL AND (dwell_ms IS NULL OR dwell_ms < 0) "
             "THEN 'invalid_value:dwell_ms'",
         ]
     )
-    # A line whose length equals the minimal serialization of its known keys has no room for
-    # another key; only the other lines pay for json_keys.
-    plain = " AND ".join(
-        [f"(r_{f} IS NULL OR {is_str[f]})" for f in _STRING_FIELDS]
-        + [f"(r_{f} IS NULL OR {int_val[f]} IS NOT NULL)" for f in _INT_FIELDS]
+    # A valid line whose length equals the minimal serialization of its keys has no room for
+    # another key (each field's text is exact for strings without escapes and for int64s);
+    # every other line pays for json_keys.
+    required_len = sum(len(f) + 3 for f in REQUIRED_FIELDS) + len(REQUIRED_FIELDS) + 1
+    canon = " + ".join(f"strlen(r_{f})" for f in REQUIRED_FIELDS)
+    dwell_len = (
+        f"CASE WHEN r_dwell_ms IS NULL THEN 0 ELSE strlen(r_dwell_ms) + {len('dwell_ms') + 4} END"
     )
-    present = " + ".join(f"(r_{f} IS NOT NULL)::INT" for f in FIELDS)
-    canon = " + ".join(f"coalesce(strlen(r_{f}) + {len(f) + 3}, 0)" for f in FIELDS)
-    # Only module constants are interpolated below, never input data.
+    ws = "' ' || chr(9) || chr(10) || chr(13)"
     return f"""
 WITH parsed AS (
     SELECT rid, line,
         CASE WHEN partial THEN 'truncated_line'
              WHEN NOT json_valid(line) THEN 'malformed_json'
-             WHEN NOT starts_with(ltrim(line, ' ' || chr(9) || chr(10) || chr(13)), '{{')
+             WHEN NOT (starts_with(line, '{{') OR starts_with(ltrim(line, {ws}), '{{'))
                 THEN 'malformed_json'
         END AS pre,
         CASE WHEN pre IS NULL THEN json_transform(line, '{_STRUCT}') END AS j
@@ -356,59 +378,77 @@ WITH parsed AS (
     FROM parsed
 ), typed AS (
     SELECT *,
-        {", ".join(f"{str_val[f]} AS {f}" for f in _STRING_FIELDS)},
-        {", ".join(f"{int_val[f]} AS {f}" for f in _INT_FIELDS)}
+        TRY_CAST(r_user_id AS BIGINT) AS user_id,
+        TRY_CAST(r_photo_id AS BIGINT) AS photo_id,
+        TRY_CAST(r_dwell_ms AS BIGINT) AS dwell_ms,
+        TRY_CAST(r_ts[2:-2] AS TIMESTAMPTZ) AS ts_utc
     FROM fields
-), stamped AS (
-    SELECT *,
-        CASE WHEN regexp_full_match(ts, '{_TS_PATTERN}') THEN TRY_CAST(ts AS TIMESTAMPTZ) END
-            AS ts_utc
-    FROM typed
+), checked AS (
+    SELECT *, coalesce({ok}, false) AS ok FROM typed
 )
 SELECT rid,
-    CASE WHEN pre IS NOT NULL THEN pre
-        {missing}
-        {wrong}
-        {invalid}
+    CASE WHEN ok THEN NULL
+        WHEN pre IS NOT NULL THEN pre
+            {missing}
+            {wrong}
+            {invalid}
     END AS reason,
-    event_id, event_type, user_id, photo_id, ts_utc, dwell_ms, client,
+    CASE WHEN ok THEN {unescaped["event_id"]} END AS event_id,
+    CASE WHEN ok THEN r_event_type[2:-2] END AS event_type,
+    user_id, photo_id, ts_utc, dwell_ms,
+    CASE WHEN ok THEN {unescaped["client"]} END AS client,
+    hash(event_id) AS eid_hash,
     CASE WHEN pre IS NOT NULL THEN false
-         WHEN {plain} AND strlen(line) = 1 + ({present}) + ({canon}) THEN false
+         WHEN ok AND strlen(line) = {required_len} + {canon} + {dwell_len} THEN false
          ELSE NOT list_has_all({_KEYS_LIST}, json_keys(line))
     END AS extra
-FROM stamped
+FROM checked
 """  # noqa: S608
 
 
 _SQL = _validation_sql()
 
 
-def _validate(lines: pa.Table) -> pa.Table:
-    """Run the validation SQL over (rid, line, partial); rows come back in rid order."""
-    con = duckdb.connect(":memory:", config={"threads": 2})
+def _check_file(name: str, data: bytes) -> tuple[DecodedLines, pa.Table]:
+    """Inflate, split and validate one file; the result rows are in line order.
+
+    One single-threaded DuckDB connection per file, with two files in flight: DuckDB scans an
+    in-memory Arrow table on one thread, so parallelism comes from running files side by side.
+    """
+    dl = decompress_lines(name, data)
+    n = len(dl.lines)
+    partial = np.zeros(n, dtype=bool)
+    if dl.partial_last:
+        partial[-1] = True
+    table = pa.table(
+        {"rid": pa.array(np.arange(n, dtype=np.int64)), "line": dl.lines, "partial": partial}
+    )
+    con = duckdb.connect(":memory:", config={"threads": 1})
     try:
         con.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
-        con.register("lines", lines)
+        con.register("lines", table)
         result = con.execute(_SQL).arrow()
-        table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+        checked = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
     finally:
         con.close()
-    rid = table.column("rid").to_numpy()
+    rid = checked.column("rid").to_numpy()
     if rid.size > 1 and not (np.diff(rid) > 0).all():
-        table = table.take(np.argsort(rid, kind="stable"))
-    return table
+        checked = checked.take(pa.array(np.argsort(rid, kind="stable")))
+    return dl, checked
 
 
 # ---------------------------------------------------------------------------------------------
 # The day
 
 
-def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pl.Series | None:
+def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pa.Array | None:
     if ids is None:
         return None
-    if isinstance(ids, pa.Array | pa.ChunkedArray):
-        return pl.Series("id", ids).cast(pl.Int64)
-    return pl.Series("id", np.asarray(ids)).cast(pl.Int64)
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if not isinstance(ids, pa.Array):
+        ids = pa.array(np.asarray(ids))
+    return ids.cast(pa.int64())
 
 
 def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
@@ -437,12 +477,36 @@ def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
     return out.cast(pa.string())
 
 
-def _decode_all(files: list[tuple[str, bytes]]) -> list[DecodedLines]:
+_EMPTY_CHECKED = [
+    ("rid", pa.int64()), ("reason", pa.string()), ("event_id", pa.string()),
+    ("event_type", pa.string()), ("user_id", pa.int64()), ("photo_id", pa.int64()),
+    ("ts_utc", pa.timestamp("us", tz="UTC")), ("dwell_ms", pa.int64()), ("client", pa.string()),
+    ("eid_hash", pa.uint64()), ("extra", pa.bool_()),
+]  # fmt: skip
+
+
+def _duplicates(checked: pa.Table, valid: np.ndarray) -> np.ndarray:
+    """Row indices of valid rows whose event_id already appeared in an earlier valid row.
+
+    Deduplicates on the 64-bit hash computed in SQL, then settles rows that share a hash by
+    comparing the strings themselves, so a hash collision can never drop an event.
+    """
+    idx = np.flatnonzero(valid)
+    hashes = pl.Series(checked.column("eid_hash")).filter(pl.Series(valid))
+    shared = hashes.is_duplicated().to_numpy()
+    if not shared.any():
+        return np.empty(0, dtype=np.int64)
+    sub = idx[shared]
+    eids = pl.Series(checked.column("event_id").take(pa.array(sub)))
+    return sub[~eids.is_first_distinct().to_numpy()]
+
+
+def _check_all(files: list[tuple[str, bytes]]) -> list[tuple[DecodedLines, pa.Table]]:
     workers = min(2, os.cpu_count() or 1, max(1, len(files)))
     if workers == 1:
-        return [decompress_lines(n, d) for n, d in files]
+        return [_check_file(n, d) for n, d in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda f: decompress_lines(*f), files))
+        return list(pool.map(lambda f: _check_file(*f), files))
 
 
 def ingest_day(
@@ -458,121 +522,112 @@ def ingest_day(
     """
     ordered = sorted(files, key=lambda f: f[0])
     names = [n for n, _ in ordered]
-    decoded = _decode_all(ordered)
+    results = _check_all(ordered)
     del ordered
-
-    batches: list[pa.RecordBatch] = []
-    file_idx_parts: list[np.ndarray] = []
-    line_no_parts: list[np.ndarray] = []
-    all_lines: list[pa.Array] = []
-    offset = 0
-    for i, dl in enumerate(decoded):
-        n = len(dl.lines)
-        rid = np.arange(offset, offset + n, dtype=np.int64)
-        partial = np.zeros(n, dtype=bool)
-        if dl.partial_last:
-            partial[-1] = True
-        for s in range(0, n, _BATCH_ROWS):
-            e = min(n, s + _BATCH_ROWS)
-            batches.append(
-                pa.record_batch(
-                    [pa.array(rid[s:e]), dl.lines.slice(s, e - s), pa.array(partial[s:e])],
-                    names=["rid", "line", "partial"],
-                )
-            )
-        file_idx_parts.append(np.full(n, i, dtype=np.int32))
-        line_no_parts.append(dl.line_no.to_numpy())
-        all_lines.append(dl.lines)
-        offset += n
-    schema = pa.schema([("rid", pa.int64()), ("line", pa.string_view()), ("partial", pa.bool_())])
-    checked = _validate(pa.Table.from_batches(batches, schema=schema))
-    del batches
-    file_idx = np.concatenate(file_idx_parts) if file_idx_parts else np.empty(0, np.int32)
-    line_no = np.concatenate(line_no_parts) if line_no_parts else np.empty(0, np.int64)
-
-    df = pl.from_arrow(checked)
-    assert isinstance(df, pl.DataFrame)
-    df = df.with_columns(pl.Series("file_idx", file_idx), pl.Series("line_no", line_no))
-    users, photos = _known_ids(known_user_ids), _known_ids(known_photo_ids)
-    reason = pl.col("reason")
-    if users is not None:
-        reason = pl.when(reason.is_null() & ~pl.col("user_id").is_in(users.implode())).then(
-            pl.lit("unknown_user")
-        ).otherwise(reason)
-    if photos is not None:
-        reason = pl.when(reason.is_null() & ~pl.col("photo_id").is_in(photos.implode())).then(
-            pl.lit("unknown_photo")
-        ).otherwise(reason)
-    df = df.with_columns(reason.alias("reason"))
-    first = pl.col("event_id").is_first_distinct().over(pl.col("reason").is_null())
-    df = df.with_columns(
-        pl.when(pl.col("reason").is_null() & ~first)
-        .then(pl.lit("duplicate"))
-        .otherwise(pl.col("reason"))
-        .alias("reason")
+    decoded = [dl for dl, _ in results]
+    all_lines = [dl.lines for dl in decoded]
+    sizes = [len(dl.lines) for dl in decoded]
+    offset = sum(sizes)
+    file_idx = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    line_no = (
+        np.concatenate([dl.line_no.to_numpy() for dl in decoded])
+        if decoded
+        else np.empty(0, np.int64)
     )
-
-    names_arr = pa.array(names, pa.string())
-    good = df.filter(pl.col("reason").is_null())
-    n_good = good.height
-    events = pa.table(
-        {
-            "event_id": good["event_id"].to_arrow().cast(pa.string()),
-            "event_type": good["event_type"].to_arrow().cast(pa.string()),
-            "user_id": good["user_id"].to_arrow(),
-            "photo_id": good["photo_id"].to_arrow(),
-            "ts": good["ts_utc"].to_arrow().cast(pa.timestamp("us", tz="UTC")),
-            "dwell_ms": good["dwell_ms"].to_arrow(),
-            "client": good["client"].to_arrow().cast(pa.string()),
-            "landing_date": pa.array(np.full(n_good, landing_date), pa.date32()),
-            "source_file": names_arr.take(good["file_idx"].to_arrow()),
-            "line_no": good["line_no"].to_arrow(),
-        }
-    ).cast(EVENTS_SCHEMA)
-
-    bad = df.filter(pl.col("reason").is_not_null()).select(
-        "rid", "file_idx", "line_no", "reason"
+    checked = (
+        pa.concat_tables([t for _, t in results])
+        if results
+        else pa.table({c: pa.array([], t) for c, t in _EMPTY_CHECKED})
     )
-    raw = _take_lines(all_lines, bad["rid"].to_numpy())
+    del results
+
+    n_rows = checked.num_rows
+    reason = checked.column("reason").combine_chunks()
+    valid = reason.is_null().to_numpy(zero_copy_only=False)
+    final = np.full(n_rows, None, dtype=object)
+    for name, column, known in (
+        ("unknown_user", "user_id", _known_ids(known_user_ids)),
+        ("unknown_photo", "photo_id", _known_ids(known_photo_ids)),
+    ):
+        if known is None:
+            continue
+        hit = pc.is_in(checked.column(column), value_set=known).to_numpy(zero_copy_only=False)
+        miss = valid & ~hit
+        final[miss] = name
+        valid &= hit
+    dup = _duplicates(checked, valid)
+    final[dup] = "duplicate"
+    valid[dup] = False
+
+    bad_idx = np.flatnonzero(~valid)
+    bad_reason = pc.coalesce(
+        pa.array(final[bad_idx], pa.string()), reason.take(pa.array(bad_idx)).cast(pa.string())
+    )
+    raw = _take_lines(all_lines, bad_idx)
+    del all_lines
     file_errors = [(i, dl.error) for i, dl in enumerate(decoded) if dl.error is not None]
-    n_bad = bad.height
+    del decoded
+    names_arr = pa.array(names, pa.string())
+    n_bad, n_err = bad_idx.size, len(file_errors)
     quarantine = pa.table(
         {
-            "landing_date": pa.array(
-                np.full(n_bad + len(file_errors), landing_date), pa.date32()
-            ),
+            "landing_date": pa.array(np.full(n_bad + n_err, landing_date), pa.date32()),
             "source_file": pa.concat_arrays(
                 [
-                    names_arr.take(bad["file_idx"].to_arrow()),
+                    names_arr.take(pa.array(file_idx[bad_idx])),
                     pa.array([names[i] for i, _ in file_errors], pa.string()),
                 ]
             ),
-            "line_no": pa.concat_arrays(
-                [bad["line_no"].to_arrow(), pa.nulls(len(file_errors), pa.int64())]
+            "line_no": pa.array(
+                np.concatenate([line_no[bad_idx], np.zeros(n_err, np.int64)]),
+                pa.int64(),
+                mask=np.arange(n_bad + n_err) >= n_bad,
             ),
-            "raw": pa.concat_arrays([raw, pa.nulls(len(file_errors), pa.string())]),
+            "raw": pa.concat_arrays([raw, pa.nulls(n_err, pa.string())]),
             "reason": pa.concat_arrays(
-                [
-                    bad["reason"].to_arrow().cast(pa.string()),
-                    pa.array(["truncated_file"] * len(file_errors), pa.string()),
-                ]
+                [bad_reason, pa.array(["truncated_file"] * n_err, pa.string())]
             ),
             "detail": pa.concat_arrays(
                 [pa.nulls(n_bad, pa.string()), pa.array([e for _, e in file_errors], pa.string())]
             ),
-        }
-    ).cast(QUARANTINE_SCHEMA)
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
-    reasons = bad.group_by("reason").len().sort("reason")
+    good_idx = np.flatnonzero(valid)
+    good = checked.select(
+        ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
+    ).take(pa.array(good_idx))
+    extra_lines = int(pc.sum(checked.column("extra")).as_py() or 0)
+    del checked
+    n_good = good_idx.size
+    events = pa.table(
+        {
+            "event_id": good.column("event_id"),
+            "event_type": good.column("event_type"),
+            "user_id": good.column("user_id"),
+            "photo_id": good.column("photo_id"),
+            "ts": good.column("ts_utc").cast(pa.timestamp("us", tz="UTC")),
+            "dwell_ms": good.column("dwell_ms"),
+            "client": good.column("client"),
+            "landing_date": pa.array(np.full(n_good, landing_date), pa.date32()),
+            "source_file": names_arr.take(pa.array(file_idx[good_idx])),
+            "line_no": pa.array(line_no[good_idx], pa.int64()),
+        }
+    ).cast(EVENTS_SCHEMA)
+    for col in ("event_id", "event_type", "user_id", "photo_id", "ts", "client"):
+        assert events.column(col).null_count == 0, f"valid row without {col}"
+
+    counts = pc.value_counts(bad_reason).to_pylist() if n_bad else []
     stats = IngestStats(
         files=len(names),
         landed_lines=offset,
         loaded=n_good,
         quarantined=n_bad,
-        duplicates=int((bad["reason"] == "duplicate").sum()),
-        file_errors=len(file_errors),
-        extra_field_lines=int(df["extra"].sum()),
-        reasons=dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True)),
+        duplicates=int(dup.size),
+        file_errors=n_err,
+        extra_field_lines=extra_lines,
+        reasons=dict(sorted((c["values"], c["counts"]) for c in counts)),
     )
     assert stats.landed_lines == stats.loaded + stats.quarantined, "ingest does not reconcile"
     return IngestResult(events=events, quarantine=quarantine, stats=stats)
