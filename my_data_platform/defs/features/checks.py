@@ -10,6 +10,7 @@ from my_data_platform.defs.lake.resources import ObjectStoreResource
 EXAMPLES = dg.AssetKey(["features", "training_examples"])
 LABELS = dg.AssetKey(["features", "labels"])
 ACTIVITY = dg.AssetKey(["features", "photo_activity"])
+RANGES = "Counts, rates and dwell are >= 0 and finite."
 
 
 def _read(store: ObjectStoreResource, name: str) -> pl.DataFrame:
@@ -44,7 +45,7 @@ def training_examples_complete(object_store: ObjectStoreResource) -> dg.AssetChe
     )
 
 
-@dg.asset_check(asset=EXAMPLES, blocking=True, description="Counts, rates and dwell are >= 0 and finite.")
+@dg.asset_check(asset=EXAMPLES, blocking=True, description=RANGES)
 def training_examples_ranges(object_store: ObjectStoreResource) -> dg.AssetCheckResult:
     bad = _range_violations(_read(object_store, "training_examples"))
     return dg.AssetCheckResult(passed=not bad, metadata={"violations": bad})
@@ -80,7 +81,7 @@ def label_balance(object_store: ObjectStoreResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=ACTIVITY, blocking=True, description="Counts, rates and dwell are >= 0 and finite.")
+@dg.asset_check(asset=ACTIVITY, blocking=True, description=RANGES)
 def photo_activity_ranges(object_store: ObjectStoreResource) -> dg.AssetCheckResult:
     df = _read(object_store, "photo_activity")
     bad = _range_violations(df)
