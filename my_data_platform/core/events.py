@@ -397,7 +397,6 @@ SELECT rid,
     CASE WHEN ok THEN r_event_type[2:-2] END AS event_type,
     user_id, photo_id, ts_utc, dwell_ms,
     CASE WHEN ok THEN {unescaped["client"]} END AS client,
-    hash(event_id) AS eid_hash,
     CASE WHEN pre IS NOT NULL THEN false
          WHEN ok AND strlen(line) = {required_len} + {canon} + {dwell_len} THEN false
          ELSE NOT list_has_all({_KEYS_LIST}, json_keys(line))
@@ -409,32 +408,87 @@ FROM checked
 _SQL = _validation_sql()
 
 
+#: Lines that match this exactly are in the canonical layout of the event contract (the keys in
+#: contract order, no whitespace, no escapes, printable ASCII strings, ints short enough for
+#: int64, a strict ISO timestamp): for them every check of ``_SQL`` but the timestamp cast is
+#: known to pass, so they only need one typed parse (``_FAST_SQL``). Everything else, and a fast
+#: line whose timestamp does not cast, goes through the full ``_SQL`` with its exact reasons.
+_FAST_STR = r"[ !#-\[\]-~]"
+_FAST_INT = r"-?(?:0|[1-9][0-9]{0,17})"
+_FAST_RE = (
+    r'^\{"event_id":"' + _FAST_STR + r'+","event_type":"(?:' + "|".join(EVENT_TYPES) + r')",'
+    r'"user_id":' + _FAST_INT + r',"photo_id":' + _FAST_INT + r","
+    r'"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?'
+    r'(?:Z|[+-][0-9]{2}:[0-9]{2})"'
+    r'(?:,"dwell_ms":(?:null|0|[1-9][0-9]{0,17}))?'
+    r',"client":"' + _FAST_STR + r'*"\}$'
+)
+_FAST_STRUCT = (
+    '{"event_id": "VARCHAR", "event_type": "VARCHAR", "user_id": "BIGINT", "photo_id": "BIGINT", '
+    '"ts": "VARCHAR", "dwell_ms": "BIGINT", "client": "VARCHAR"}'
+)
+_FAST_SQL = f"""
+SELECT rid, NULL::VARCHAR AS reason, j.event_id, j.event_type, j.user_id, j.photo_id,
+    TRY_CAST(j.ts AS TIMESTAMPTZ) AS ts_utc, j.dwell_ms, j.client, false AS extra
+FROM (SELECT rid, json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
+"""  # noqa: S608
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> pa.Table:
+    con.register(name, table)
+    try:
+        result = con.execute(sql).arrow()
+        return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+    finally:
+        con.unregister(name)
+
+
 def _check_file(name: str, data: bytes) -> tuple[DecodedLines, pa.Table]:
     """Inflate, split and validate one file; the result rows are in line order.
 
+    Canonical lines (nearly all of a clean day) are recognised by one Rust regex in Polars and
+    parsed once by a typed ``json_transform``; only the others walk the full validation SQL.
     One single-threaded DuckDB connection per file, with two files in flight: DuckDB scans an
     in-memory Arrow table on one thread, so parallelism comes from running files side by side.
     """
     dl = decompress_lines(name, data)
     n = len(dl.lines)
-    partial = np.zeros(n, dtype=bool)
+    lines = pl.Series("line", dl.lines)
+    fast = lines.str.contains(_FAST_RE).fill_null(False).to_numpy()
     if dl.partial_last:
-        partial[-1] = True
-    table = pa.table(
-        {"rid": pa.array(np.arange(n, dtype=np.int64)), "line": dl.lines, "partial": partial}
-    )
+        fast[-1] = False
+    fast_rid = np.flatnonzero(fast)
     con = duckdb.connect(":memory:", config={"threads": 1})
     try:
         con.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
-        con.register("lines", table)
-        result = con.execute(_SQL).arrow()
-        checked = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+        parts = []
+        if fast_rid.size:
+            fast_in = pa.table(
+                {"rid": pa.array(fast_rid), "line": lines.filter(pl.Series(fast)).to_arrow()}
+            )
+            done = _run_sql(con, "fast", fast_in, _FAST_SQL)
+            del fast_in
+            no_ts = done.column("ts_utc").is_null()
+            if no_ts.null_count or pc.any(no_ts).as_py():
+                fast[done.column("rid").filter(no_ts).to_numpy()] = False
+                done = done.filter(pc.invert(no_ts))
+            parts.append(pl.from_arrow(done))
+        slow_rid = np.flatnonzero(~fast)
+        if slow_rid.size or not parts:
+            slow_in = pa.table(
+                {
+                    "rid": pa.array(slow_rid, pa.int64()),
+                    "line": lines.gather(slow_rid).to_arrow(),
+                    "partial": pa.array(dl.partial_last & (slow_rid == n - 1), pa.bool_()),
+                }
+            )
+            parts.append(pl.from_arrow(_run_sql(con, "lines", slow_in, _SQL)))
     finally:
         con.close()
-    rid = checked.column("rid").to_numpy()
-    if rid.size > 1 and not (np.diff(rid) > 0).all():
-        checked = checked.take(pa.array(np.argsort(rid, kind="stable")))
-    return dl, checked
+    checked = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        checked = checked.sort("rid")
+    return dl, checked.to_arrow()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,6 +503,23 @@ def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pa.Array 
     if not isinstance(ids, pa.Array):
         ids = pa.array(np.asarray(ids))
     return ids.cast(pa.int64())
+
+
+def _is_known(ids: pa.ChunkedArray, known: pa.Array) -> np.ndarray:
+    """``ids`` in ``known`` (nulls are not), with a dense lookup table when the ids allow it."""
+    values = known.drop_null().to_numpy()
+    if values.size:
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < max(1 << 16, 8 * values.size):
+            table = np.zeros(hi - lo + 2, dtype=bool)
+            table[values - lo] = True  # the last slot stays False: every miss lands there
+            col = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+            got = col.fill_null(lo).to_numpy()
+            inside = (got >= lo) & (got <= hi) & col.is_valid().to_numpy(zero_copy_only=False)
+            with np.errstate(over="ignore"):
+                pos = np.where(inside, got - lo, hi - lo + 1)
+            return table[pos]
+    return pc.is_in(ids, value_set=known).to_numpy(zero_copy_only=False)
 
 
 def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
@@ -481,18 +552,18 @@ _EMPTY_CHECKED = [
     ("rid", pa.int64()), ("reason", pa.string()), ("event_id", pa.string()),
     ("event_type", pa.string()), ("user_id", pa.int64()), ("photo_id", pa.int64()),
     ("ts_utc", pa.timestamp("us", tz="UTC")), ("dwell_ms", pa.int64()), ("client", pa.string()),
-    ("eid_hash", pa.uint64()), ("extra", pa.bool_()),
+    ("extra", pa.bool_()),
 ]  # fmt: skip
 
 
 def _duplicates(checked: pa.Table, valid: np.ndarray) -> np.ndarray:
     """Row indices of valid rows whose event_id already appeared in an earlier valid row.
 
-    Deduplicates on the 64-bit hash computed in SQL, then settles rows that share a hash by
+    Deduplicates on a 64-bit hash of the ids, then settles rows that share a hash by
     comparing the strings themselves, so a hash collision can never drop an event.
     """
     idx = np.flatnonzero(valid)
-    hashes = pl.Series(checked.column("eid_hash")).filter(pl.Series(valid))
+    hashes = pl.Series(checked.column("event_id")).filter(pl.Series(valid)).hash()
     shared = hashes.is_duplicated().to_numpy()
     if not shared.any():
         return np.empty(0, dtype=np.int64)
@@ -551,7 +622,7 @@ def ingest_day(
     ):
         if known is None:
             continue
-        hit = pc.is_in(checked.column(column), value_set=known).to_numpy(zero_copy_only=False)
+        hit = _is_known(checked.column(column), known)
         miss = valid & ~hit
         final[miss] = name
         valid &= hit
@@ -597,7 +668,7 @@ def ingest_day(
     good_idx = np.flatnonzero(valid)
     good = checked.select(
         ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
-    ).take(pa.array(good_idx))
+    ).filter(pa.array(valid))
     extra_lines = int(pc.sum(checked.column("extra")).as_py() or 0)
     del checked
     n_good = good_idx.size

@@ -428,3 +428,58 @@ def _is_valid(raw: str) -> bool:
     if dwell is not None and dwell < 0:
         return False
     return obj["user_id"] in (1, 2, 3) and obj["photo_id"] in (10, 20, 30)
+
+
+def test_canonical_fast_path_matches_the_full_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines in the canonical layout skip the full SQL: the outputs must be the same as without."""
+    from my_data_platform.core import events as events_mod
+
+    ts_values = [
+        "2026-01-01T00:00:00Z", "2026-01-01T23:59:59.5Z", "2026-01-01T12:00:00.123456Z",
+        "2026-01-01T12:00:00+02:00", "2026-01-01T01:00:00-05:30", "2026-02-30T00:00:00Z",
+        "2026-13-01T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T23:59:60Z",
+        "0000-01-01T00:00:00Z", "2026-01-01T00:00:00+25:00", "2024-02-29T00:00:00.000Z",
+        "2025-02-29T00:00:00Z", "2026-01-01 00:00:00Z", "2026-01-01T00:00Z",
+    ]  # fmt: skip
+    lines = [line(event_id=f"ts-{i}", ts=ts) for i, ts in enumerate(ts_values)]
+    lines += [
+        line(event_id="neg", user_id=-1),
+        line(event_id="zero", user_id=0, photo_id=-0),
+        line(event_id="big", user_id=999_999_999_999_999_999, photo_id=10),
+        line(event_id="huge", user_id=9_223_372_036_854_775_807),
+        line(event_id="over", user_id=9_223_372_036_854_775_808),
+        line(event_id="nodwell", dwell_ms=_ABSENT),
+        line(event_id="nulldwell", dwell_ms=None),
+        line(event_id="negdwell", dwell_ms=-5),
+        line(event_id="zerodwell", dwell_ms=0),
+        line(event_id="emptyclient", client=""),
+        line(event_id=""),
+        line(event_id="caf\u00e9", client="\u00fcber"),
+        json.dumps(event(event_id="uni\u00e9"), separators=(",", ":"), ensure_ascii=False),
+        line(event_id='q"uote', client="back\\slash"),
+        line(event_id="badtype", event_type="VIEW"),
+        line(event_id="e-1"),
+        line(event_id="e-1", user_id=2),
+        '{"event_id":"e-1","event_type":"view","user_id":1,"photo_id":10,'
+        '"ts":"2026-01-01T00:00:00Z","client":"x"} ',
+        '{"event_type":"view","event_id":"order","user_id":1,"photo_id":10,'
+        '"ts":"2026-01-01T00:00:00Z","client":"x"}',
+        '{"event_id":"dupkey","event_id":"dupkey2","event_type":"view","user_id":1,'
+        '"photo_id":10,"ts":"2026-01-01T00:00:00Z","client":"x"}',
+        '{"event_id":"float","event_type":"view","user_id":1.0,"photo_id":10,'
+        '"ts":"2026-01-01T00:00:00Z","client":"x"}',
+        '{"event_id":"lead0","event_type":"view","user_id":01,"photo_id":10,'
+        '"ts":"2026-01-01T00:00:00Z","client":"x"}',
+        line(event_id="cut", ts="2026-01-01T00:00:00Z")[:-1],
+    ]
+    import polars as pl
+
+    assert pl.Series(lines).str.contains(events_mod._FAST_RE).sum() >= 20  # fast path exercised
+    files = [("a.jsonl.gz", gz(*lines)), ("b.jsonl.gz", gz(*reversed(lines)))]
+    users = np.array([-1, 0, 1, 2, 999_999_999_999_999_999, 9_223_372_036_854_775_807])
+    fast = ingest_day(files, DAY, users, PHOTOS)
+    monkeypatch.setattr(events_mod, "_FAST_RE", r"^NEVER MATCHES A LANDED LINE$")
+    full = ingest_day(files, DAY, users, PHOTOS)
+    assert fast.stats == full.stats
+    assert fast.events.equals(full.events)
+    assert fast.quarantine.equals(full.quarantine)
