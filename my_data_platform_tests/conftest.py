@@ -120,3 +120,12 @@ def s3_client(endpoint: str):
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing-secret"),
         region_name="us-east-1",
     )
+
+
+def wait_for_file(path: Path, timeout: float = 120) -> None:
+    """Block until another process signals readiness by creating ``path`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.1)

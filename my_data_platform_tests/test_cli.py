@@ -34,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "--corrupt-rate", "0.02", env=env,
     )  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr
-    ran = mdp("run", env=env)
+    ran = mdp("run", "--select", "group:lake or group:warehouse", env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "runs succeeded" in ran.stdout
     return env
@@ -109,7 +109,7 @@ def test_missing_oltp_table_fails_the_run_and_names_it(tmp_path: Path) -> None:
                "--events-per-day", "200", env=env).returncode == 0  # fmt: skip
     with sqlite3.connect(data / "oltp.sqlite") as conn:
         conn.execute("DROP TABLE users")
-    out = mdp("run", env=env)
+    out = mdp("run", "--select", "group:lake or group:warehouse", env=env)
     assert out.returncode == 1
     assert "OLTP table 'users' does not exist" in out.stderr.replace("\n", "")
 

@@ -134,6 +134,7 @@ def connect(
     conn = duckdb.connect(":memory:", config=config)
     try:
         conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET enable_progress_bar = false")  # library code never draws on a terminal
         attach(conn, location, store, read_only=read_only)
     except BaseException:
         conn.close()

@@ -24,6 +24,7 @@ from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
 from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
+from my_data_platform_tests.conftest import wait_for_file
 
 CONFIG = WorldConfig(days=2, users=60, photos=300, events_per_day=4_000, seed=11, corrupt_rate=0.03)
 REASON_OF_KIND = {
@@ -35,6 +36,7 @@ REASON_OF_KIND = {
     "duplicate": "duplicate",
 }
 TABLES = ["users", "photos", "events", "events_quarantine", "photo_engagement_daily"]
+SELECTION = "group:lake or group:warehouse"  # the features group has its own tests
 
 
 def _seed_and_refresh(instance: dg.DagsterInstance) -> list:
@@ -42,7 +44,7 @@ def _seed_and_refresh(instance: dg.DagsterInstance) -> list:
     store = object_store_from_settings()
     generate_world(CONFIG, store, s.oltp_url, s.ground_truth_dir)
     defs = load_definitions()
-    plan = plan_refresh(defs, instance, None)
+    plan = plan_refresh(defs, instance, SELECTION)
     outcomes = execute_plan(defs, instance, plan)
     assert [o.failed_steps for o in outcomes if not o.success] == []
     assert len(outcomes) == plan.run_count
@@ -168,7 +170,7 @@ def test_local_full_refresh_reconciles_and_is_idempotent(data_env: Path) -> None
         lake_files = sorted(p.name for p in (data_env / "lake" / "lake").rglob("*.parquet"))
         # a second full refresh replaces every partition: identical contents, no duplicates
         defs = load_definitions()
-        again = execute_plan(defs, instance, plan_refresh(defs, instance, None))
+        again = execute_plan(defs, instance, plan_refresh(defs, instance, SELECTION))
         assert all(o.success for o in again)
         second = _snapshot()
         for t in TABLES:
@@ -201,14 +203,15 @@ def test_s3_full_refresh_over_http(s3_env: dict[str, str], data_env: Path) -> No
 
 READER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, pathlib, sys, time
     from my_data_platform.core import warehouse as wh
     from my_data_platform.defs.lake.resources import object_store_from_settings
     loc = wh.location_from_settings()
     store = object_store_from_settings()
     out, errors = [], []
-    deadline = time.monotonic() + float(sys.argv[1])
-    while time.monotonic() < deadline:
+    stop = pathlib.Path(sys.argv[1])
+    deadline = time.monotonic() + 300  # bounded even if the writer dies
+    while (not stop.exists() or len(out) < 3) and time.monotonic() < deadline:
         try:
             conn = wh.analyst_connection(loc, store)
             out.append(conn.execute(
@@ -216,6 +219,7 @@ READER = textwrap.dedent(
                 "FROM warehouse.events GROUP BY 1 ORDER BY 1"
             ).fetchall())
             conn.close()
+            stop.with_suffix(".ready").touch()
         except Exception as exc:
             errors.append(repr(exc))
     print(json.dumps({"results": out, "errors": errors}))
@@ -234,14 +238,16 @@ def test_analyst_reads_while_partitions_are_rematerialized(data_env: Path) -> No
                 "FROM warehouse.events GROUP BY 1 ORDER BY 1"
             )
         ]
+        stop = data_env / "stop"
         reader = subprocess.Popen(
-            [sys.executable, "-c", READER, "10"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", READER, str(stop)], stdout=subprocess.PIPE, text=True
         )
         defs = load_definitions()
         job = defs.resolve_implicit_global_asset_job_def()
         day = expected[0][0]
+        wait_for_file(stop.with_suffix(".ready"))
         rounds = 0
-        while reader.poll() is None and rounds < 30:
+        while rounds < 5:
             rounds += 1
             r = job.execute_in_process(
                 instance=instance,
@@ -249,7 +255,8 @@ def test_analyst_reads_while_partitions_are_rematerialized(data_env: Path) -> No
                 asset_selection=[dg.AssetKey(["warehouse", "events"])],
             )
             assert r.success
-        report = json.loads(reader.communicate(timeout=120)[0])
+        stop.touch()
+        report = json.loads(reader.communicate(timeout=120)[0].strip().splitlines()[-1])
     assert report["errors"] == []
     assert len(report["results"]) >= 3 and rounds >= 2
     assert all(r == expected for r in report["results"])

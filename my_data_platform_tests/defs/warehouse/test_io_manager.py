@@ -12,6 +12,7 @@ import polars as pl
 from my_data_platform.core import warehouse as wh
 from my_data_platform.defs.lake.resources import LocalObjectStoreResource
 from my_data_platform.defs.warehouse.resources import DuckLakeIOManager
+from my_data_platform_tests.conftest import wait_for_file
 
 parts = dg.StaticPartitionsDefinition(["a", "b"])
 ROWS = 20_000
@@ -75,18 +76,20 @@ def test_rematerializing_replaces_the_slice(tmp_path: Path) -> None:
 
 READER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, pathlib, sys, time
     from my_data_platform.core import warehouse as wh
     loc = wh.WarehouseLocation(catalog=sys.argv[1], data_path=sys.argv[2])
     out, errors = [], []
-    deadline = time.monotonic() + float(sys.argv[3])
-    while time.monotonic() < deadline:
+    stop = pathlib.Path(sys.argv[3])
+    deadline = time.monotonic() + 300  # bounded even if the writer dies
+    while (not stop.exists() or len(out) < 3) and time.monotonic() < deadline:
         try:
             conn = wh.analyst_connection(loc)
             out.append(conn.execute(
                 "SELECT count(*), count(DISTINCT version) FROM warehouse.things WHERE part = 'a'"
             ).fetchone())
             conn.close()
+            stop.with_suffix(".ready").touch()
         except Exception as exc:
             errors.append(repr(exc))
     print(json.dumps({"results": out, "errors": errors}))
@@ -97,19 +100,22 @@ READER = textwrap.dedent(
 def test_reader_process_never_sees_a_partial_partition(tmp_path: Path) -> None:
     assert _materialize(tmp_path, "a", 1).success
     loc = _location(tmp_path)
+    stop = tmp_path / "stop"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, loc.catalog, loc.data_path, "12"],
+        [sys.executable, "-c", READER, loc.catalog, loc.data_path, str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
+    wait_for_file(stop.with_suffix(".ready"))
     writes = 0
-    while reader.poll() is None and writes < 40:
+    while writes < 6:
         writes += 1
         assert _materialize(tmp_path, "a", writes + 1).success
+    stop.touch()
     out, _ = reader.communicate(timeout=120)
-    report = json.loads(out)
+    report = json.loads(out.strip().splitlines()[-1])
     assert report["errors"] == []
-    assert len(report["results"]) > 5
+    assert len(report["results"]) >= 3
     # every read saw exactly one whole version of the partition: never missing, never doubled
     assert all(tuple(r) == (ROWS, 1) for r in report["results"]), report["results"][:5]
     assert writes >= 3
