@@ -1,0 +1,260 @@
+"""The dataset-versioning interface: git-like branches, commits, merges and tags over objects.
+
+Training data is published write-audit-publish: a run writes to its own branch, audits it,
+commits and merges into ``main``, and downstream readers pin the commit id. Two backends
+implement this one interface so the same pipeline code runs on a laptop (the embedded store,
+:mod:`.local`) and in production (lakeFS, :mod:`.lakefs`); one contract test suite runs on both.
+
+Semantics every backend keeps (the contract):
+
+* A store is bound to one repository (named at construction). ``create_repository`` is
+  idempotent and creates the default branch with an initial empty commit, so every branch
+  always has a head commit.
+* Writes (``put_object``/``delete_object``) go to the branch's *staging area*. Reading at a
+  branch name sees staged changes; reading at a tag or commit id sees only committed data.
+* ``commit`` is atomic. A commit with nothing staged raises :class:`NoChangesError` unless
+  ``allow_empty=True`` (the lakeFS behaviour, so both backends agree).
+* ``merge`` merges the *committed* state of ``source_ref`` into ``dest_branch``. The destination
+  must have no uncommitted changes (:class:`UncommittedChangesError`). Merging something already
+  contained in the destination is not an error: the destination head is returned unchanged.
+  Conflicts (a path changed differently on both sides since the merge base) raise
+  :class:`MergeConflictError` with the paths; nothing is silently resolved. Whether a merge
+  fast-forwards or always writes a merge commit is backend specific (the embedded store
+  fast-forwards, lakeFS writes a merge commit), so callers use the returned commit id.
+* ``diff`` compares committed states (a branch name means its head commit).
+* ``delete_object`` of a path that does not exist is a no-op (deletes are idempotent).
+* Object checksums are opaque content identities: equal bytes give equal checksums within one
+  backend (sha256 in the embedded store, the server's checksum in lakeFS).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from my_data_platform.core.objectstore import InvalidKeyError, validate_key
+
+ChangeType = Literal["added", "removed", "changed"]
+
+DEFAULT_BRANCH = "main"
+
+# lakeFS accepts ``^\w[-\w]*$`` for branch ids; tags are looser but we keep one rule for both.
+_REF_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,255}$")
+_COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class VersioningError(RuntimeError):
+    """Base class of every error the versioning layer raises."""
+
+
+class RefNotFoundError(VersioningError):
+    """A branch, tag or commit id does not exist."""
+
+
+class RefExistsError(VersioningError):
+    """A branch or tag with this name already exists."""
+
+
+class ObjectNotFoundError(VersioningError):
+    """The path does not exist at the given ref."""
+
+
+class InvalidNameError(VersioningError, ValueError):
+    """A branch/tag name or object path is not acceptable."""
+
+
+class NoChangesError(VersioningError):
+    """``commit`` was called with nothing staged and ``allow_empty=False``."""
+
+
+class UncommittedChangesError(VersioningError):
+    """The operation needs a clean branch (merge destination) but it has staged changes."""
+
+
+class LockTimeoutError(VersioningError):
+    """Another writer held the repository lock for longer than the configured timeout."""
+
+
+class MergeConflictError(VersioningError):
+    """Both sides changed the same paths differently since their merge base."""
+
+    def __init__(self, source: str, destination: str, paths: list[str]) -> None:
+        self.source = source
+        self.destination = destination
+        self.paths = sorted(paths)
+        shown = ", ".join(self.paths[:20]) + (" ..." if len(self.paths) > 20 else "")
+        super().__init__(
+            f"merge of {source!r} into {destination!r} has {len(self.paths)} conflicting "
+            f"path(s): {shown}"
+        )
+
+
+class BackendUnavailableError(VersioningError):
+    """The backend could not be reached or refused us; the message names the endpoint only."""
+
+    def __init__(self, endpoint: str, message: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
+class AuthenticationError(BackendUnavailableError):
+    """The backend rejected the credentials (HTTP 401/403)."""
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    path: str
+    size: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    id: str
+    message: str
+    metadata: dict[str, str]
+    created_at: datetime
+    parents: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    type: ChangeType
+
+
+def validate_path(path: str) -> str:
+    """Object paths follow the object store's key rules, so a dataset can be exported 1:1."""
+    try:
+        return validate_key(path)
+    except InvalidKeyError as e:
+        raise InvalidNameError(str(e)) from None
+
+
+def validate_prefix(prefix: str) -> str:
+    try:
+        return validate_key(prefix, allow_prefix=True)
+    except InvalidKeyError as e:
+        raise InvalidNameError(str(e)) from None
+
+
+def validate_ref_name(name: str, kind: str = "branch") -> str:
+    """Names must be valid lakeFS ids and must not look like a commit id (that would shadow it)."""
+    if not isinstance(name, str) or not _REF_NAME.match(name):
+        raise InvalidNameError(
+            f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' (max 256)"
+        )
+    if _COMMIT_ID.match(name):
+        raise InvalidNameError(f"invalid {kind} name {name!r}: it looks like a commit id")
+    return name
+
+
+def looks_like_commit_id(ref: str) -> bool:
+    return bool(_COMMIT_ID.match(ref))
+
+
+class VersionStore(ABC):
+    """One repository of versioned objects. See the module docstring for the contract."""
+
+    repository: str
+    default_branch: str = DEFAULT_BRANCH
+
+    # repository -----------------------------------------------------------------------------
+    @abstractmethod
+    def create_repository(self, name: str | None = None) -> None:
+        """Create ``name`` (default: the bound repository) with its default branch; idempotent."""
+
+    @abstractmethod
+    def repository_exists(self, name: str | None = None) -> bool: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for logs and asset metadata; never contains a secret."""
+
+    # branches -------------------------------------------------------------------------------
+    @abstractmethod
+    def create_branch(self, name: str, source_ref: str = DEFAULT_BRANCH) -> str:
+        """Branch from the committed state of ``source_ref``; returns the new head commit id."""
+
+    @abstractmethod
+    def delete_branch(self, name: str) -> None: ...
+
+    @abstractmethod
+    def list_branches(self) -> list[str]:
+        """Branch names, sorted."""
+
+    @abstractmethod
+    def branch_head(self, name: str) -> str:
+        """The commit id the branch points to (staged changes are not part of it)."""
+
+    # objects --------------------------------------------------------------------------------
+    @abstractmethod
+    def put_object(self, branch: str, path: str, data: bytes) -> ObjectEntry: ...
+
+    def put_objects(self, branch: str, objects: Mapping[str, bytes]) -> list[ObjectEntry]:
+        """Stage many objects; backends override this when they can batch."""
+        return [self.put_object(branch, path, data) for path, data in objects.items()]
+
+    @abstractmethod
+    def get_object(self, ref: str, path: str) -> bytes:
+        """Read ``path`` at a branch (staged view), tag or commit id."""
+
+    @abstractmethod
+    def list_objects(self, ref: str, prefix: str = "") -> list[ObjectEntry]:
+        """Objects under ``prefix`` at ``ref``, sorted by path (recursive, no delimiter)."""
+
+    @abstractmethod
+    def delete_object(self, branch: str, path: str) -> None: ...
+
+    @abstractmethod
+    def uncommitted(self, branch: str) -> list[Change]:
+        """Staged changes on ``branch`` relative to its head commit."""
+
+    # commits & merges -----------------------------------------------------------------------
+    @abstractmethod
+    def commit(
+        self,
+        branch: str,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        allow_empty: bool = False,
+    ) -> Commit: ...
+
+    @abstractmethod
+    def merge(
+        self,
+        source_ref: str,
+        dest_branch: str,
+        message: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Merge committed ``source_ref`` into ``dest_branch``; returns the new destination head."""
+
+    # tags & history -------------------------------------------------------------------------
+    @abstractmethod
+    def create_tag(self, name: str, ref: str) -> str:
+        """Tag the commit ``ref`` resolves to; returns that commit id. Tags never move."""
+
+    @abstractmethod
+    def list_tags(self) -> dict[str, str]:
+        """Tag name -> commit id."""
+
+    @abstractmethod
+    def resolve_ref(self, ref: str) -> str:
+        """Branch, tag or commit id -> commit id (a branch resolves to its head commit)."""
+
+    @abstractmethod
+    def get_commit(self, ref: str) -> Commit: ...
+
+    @abstractmethod
+    def log(self, ref: str, limit: int = 100) -> list[Commit]:
+        """Commits reachable from ``ref``, newest first."""
+
+    @abstractmethod
+    def diff(self, left_ref: str, right_ref: str) -> list[Change]:
+        """What changes from ``left_ref`` to ``right_ref`` (committed states), sorted by path."""

@@ -1,0 +1,594 @@
+"""The production backend: lakeFS through its official Python SDK (``lakefs``).
+
+Why a wrapper and not the SDK directly: the pipeline codes against :class:`VersionStore` so
+the embedded store and lakeFS are interchangeable, and every SDK failure is translated into the
+interface's errors here, in one place. Transient failures (connection errors, HTTP 5xx, 429)
+are retried with exponential backoff and jitter; requests that are not idempotent (commit,
+merge) are only retried when the server cannot have acted on them (connection refused, 429,
+503). Error messages and ``repr`` name the endpoint and never the secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import lakefs
+import urllib3
+from lakefs.exceptions import (
+    BadRequestException,
+    ConflictException,
+    ForbiddenException,
+    NotAuthorizedException,
+    NotFoundException,
+    ServerException,
+    api_exception_handler,
+)
+from lakefs.reference import generate_listing
+
+from my_data_platform.core.versioning.base import (
+    DEFAULT_BRANCH,
+    AuthenticationError,
+    BackendUnavailableError,
+    Change,
+    Commit,
+    MergeConflictError,
+    NoChangesError,
+    ObjectEntry,
+    ObjectNotFoundError,
+    RefExistsError,
+    RefNotFoundError,
+    UncommittedChangesError,
+    VersioningError,
+    VersionStore,
+    validate_path,
+    validate_prefix,
+    validate_ref_name,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PAGE = 1000  # the API's maximum page size
+_RETRY_ALWAYS = {429, 503}  # the server did not act on the request
+_CONNECT_ERRORS = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+
+ENV_ENDPOINT = "LAKEFS_ENDPOINT"
+ENV_ACCESS_KEY_ID = "LAKEFS_ACCESS_KEY_ID"
+ENV_SECRET_ACCESS_KEY = "LAKEFS_SECRET_ACCESS_KEY"
+ENV_REPOSITORY = "MDP_LAKEFS_REPOSITORY"
+ENV_STORAGE_NAMESPACE = "MDP_LAKEFS_STORAGE_NAMESPACE"
+
+
+def _public_endpoint(endpoint: str) -> str:
+    """The endpoint as we show it: without user:password@ should someone put them there."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+
+
+def _error_message(e: ServerException) -> str:
+    body = e.body if isinstance(e.body, dict) else {}
+    return str(body.get("message") or e.reason or "")
+
+
+class _NotSent(Exception):
+    """Internal: a transient failure after which the request may be retried."""
+
+
+class LakeFSVersionStore(VersionStore):
+    """lakeFS backend; one instance is bound to one repository."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key_id: str,
+        secret_access_key: str,
+        repository: str,
+        *,
+        storage_namespace: str | None = None,
+        max_retries: int = 5,
+        backoff_base: float = 0.2,
+        backoff_max: float = 5.0,
+        timeout: float = 30.0,
+        page_size: int = _PAGE,
+    ) -> None:
+        """``storage_namespace`` (e.g. ``s3://bucket/lakefs/datasets``) is only needed to
+        create the repository; lakeFS remembers it afterwards."""
+        if not endpoint:
+            raise VersioningError(f"lakeFS endpoint is empty (set {ENV_ENDPOINT})")
+        if not access_key_id or not secret_access_key:
+            raise VersioningError(
+                f"lakeFS credentials missing (set {ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY})"
+            )
+        self.endpoint = _public_endpoint(endpoint)
+        self.repository = validate_ref_name(repository, "repository")
+        self.storage_namespace = storage_namespace
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.page_size = max(1, min(page_size, _PAGE))
+        self._client = lakefs.Client(
+            host=endpoint, username=access_key_id, password=secret_access_key
+        )
+        # Retries are ours (with backoff and error translation), so urllib3 must not retry
+        # underneath; and a dead server must not hang a run.
+        try:
+            pool = self._client.sdk_client._api.rest_client.pool_manager
+            pool.connection_pool_kw["retries"] = False
+            pool.connection_pool_kw["timeout"] = urllib3.Timeout(
+                connect=min(timeout, 10), read=timeout
+            )
+        except AttributeError:  # a future SDK layout: keep its defaults, ours still apply
+            log.debug("could not tune the lakeFS SDK's connection pool")
+        self._repo = lakefs.Repository(self.repository, client=self._client)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> LakeFSVersionStore:
+        """Build from ``LAKEFS_ENDPOINT``, ``LAKEFS_ACCESS_KEY_ID``,
+        ``LAKEFS_SECRET_ACCESS_KEY``, ``MDP_LAKEFS_REPOSITORY`` and (optional)
+        ``MDP_LAKEFS_STORAGE_NAMESPACE``."""
+        env = os.environ if env is None else env
+        missing = [
+            n for n in (ENV_ENDPOINT, ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY) if not env.get(n)
+        ]
+        if missing:
+            raise VersioningError(f"lakeFS is not configured: set {', '.join(missing)}")
+        return cls(
+            env[ENV_ENDPOINT],
+            env[ENV_ACCESS_KEY_ID],
+            env[ENV_SECRET_ACCESS_KEY],
+            env.get(ENV_REPOSITORY) or "datasets",
+            storage_namespace=env.get(ENV_STORAGE_NAMESPACE) or None,
+            **kwargs,
+        )
+
+    def describe(self) -> str:
+        return f"lakeFS repository {self.repository!r} at {self.endpoint}"
+
+    def __repr__(self) -> str:
+        return f"LakeFSVersionStore(endpoint={self.endpoint!r}, repository={self.repository!r})"
+
+    # ---------------------------------------------------------------- calling the server
+    def _call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        idempotent: bool = True,
+        on_error: Callable[[ServerException], Exception | None] | None = None,
+    ) -> T:
+        """Run ``fn`` with retries; translate SDK errors (``on_error`` may claim one)."""
+        attempt = 0
+        while True:
+            try:
+                try:
+                    with api_exception_handler():
+                        return fn()
+                except ServerException as e:
+                    status = e.status_code or 0
+                    if status in _RETRY_ALWAYS or (status >= 500 and idempotent):
+                        raise _NotSent(f"HTTP {status} {_error_message(e)}".strip()) from e
+                    raise self._translate(what, e, on_error) from e
+                except _CONNECT_ERRORS as e:
+                    raise _NotSent(f"cannot connect ({type(e).__name__})") from e
+                except (urllib3.exceptions.HTTPError, ConnectionError) as e:
+                    if not idempotent:
+                        raise BackendUnavailableError(
+                            self.endpoint,
+                            f"lakeFS at {self.endpoint}: connection lost during {what} "
+                            f"({type(e).__name__}); check the branch before retrying",
+                        ) from e
+                    raise _NotSent(f"connection error ({type(e).__name__})") from e
+            except _NotSent as transient:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise BackendUnavailableError(
+                        self.endpoint,
+                        f"lakeFS at {self.endpoint} is unavailable: {what} failed after "
+                        f"{attempt} attempts: {transient}",
+                    ) from transient.__cause__
+                delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning(
+                    "lakeFS %s: %s failed (%s); retry %d/%d in %.2fs",
+                    self.endpoint,
+                    what,
+                    transient,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+
+    def _translate(
+        self,
+        what: str,
+        e: ServerException,
+        on_error: Callable[[ServerException], Exception | None] | None,
+    ) -> Exception:
+        if isinstance(e, NotAuthorizedException) and e.status_code == 401:
+            return AuthenticationError(
+                self.endpoint,
+                f"lakeFS at {self.endpoint} rejected the credentials (HTTP 401) during {what}; "
+                f"check {ENV_ACCESS_KEY_ID} / {ENV_SECRET_ACCESS_KEY}",
+            )
+        if on_error is not None:
+            claimed = on_error(e)
+            if claimed is not None:
+                return claimed
+        msg = _error_message(e)
+        if isinstance(e, ForbiddenException) or e.status_code == 403:
+            return AuthenticationError(
+                self.endpoint, f"lakeFS at {self.endpoint} forbids {what} (HTTP 403): {msg}"
+            )
+        if isinstance(e, NotFoundException):
+            return RefNotFoundError(f"{what}: not found in {self.describe()} ({msg})")
+        if isinstance(e, ConflictException):
+            return RefExistsError(f"{what}: already exists in {self.describe()} ({msg})")
+        if isinstance(e, BadRequestException):
+            low = msg.lower()
+            if "no changes" in low:
+                return NoChangesError(f"{what}: no changes ({msg})")
+            if "dirty" in low or "uncommitted" in low:
+                return UncommittedChangesError(f"{what}: {msg}")
+        return VersioningError(
+            f"lakeFS at {self.endpoint}: {what} failed (HTTP {e.status_code}): {msg}"
+        )
+
+    def _listing(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        return list(generate_listing(func, *args, amount=self.page_size, **kwargs))
+
+    @staticmethod
+    def _to_commit(c: Any) -> Commit:
+        return Commit(
+            id=c.id,
+            message=c.message,
+            metadata=dict(c.metadata or {}),
+            created_at=datetime.fromtimestamp(c.creation_date, UTC),
+            parents=tuple(c.parents),
+        )
+
+    # ---------------------------------------------------------------- repository
+    def create_repository(self, name: str | None = None) -> None:
+        name = validate_ref_name(name or self.repository, "repository")
+        if self.repository_exists(name):
+            return
+        if not self.storage_namespace:
+            raise VersioningError(
+                f"repository {name!r} does not exist in lakeFS at {self.endpoint} and no storage "
+                f"namespace is configured to create it (set {ENV_STORAGE_NAMESPACE})"
+            )
+        repo = lakefs.Repository(name, client=self._client)
+        self._call(
+            f"create repository {name!r}",
+            lambda: repo.create(self.storage_namespace, DEFAULT_BRANCH, exist_ok=True),
+        )
+        log.info("created lakeFS repository %s at %s", name, self.endpoint)
+
+    def repository_exists(self, name: str | None = None) -> bool:
+        name = name or self.repository
+        sdk = self._client.sdk_client
+
+        def missing(e: ServerException) -> Exception | None:
+            return _Absent() if isinstance(e, NotFoundException) else None
+
+        try:
+            self._call(
+                f"get repository {name!r}",
+                lambda: sdk.repositories_api.get_repository(name),
+                on_error=missing,
+            )
+        except _Absent:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- branches
+    def create_branch(self, name: str, source_ref: str = DEFAULT_BRANCH) -> str:
+        validate_ref_name(name)
+        branch = self._repo.branch(name)
+
+        def err(e: ServerException) -> Exception | None:
+            if isinstance(e, ConflictException):
+                return RefExistsError(f"branch {name!r} already exists in {self.describe()}")
+            if isinstance(e, NotFoundException):
+                return RefNotFoundError(f"source ref {source_ref!r} not found in {self.describe()}")
+            return None
+
+        self._call(f"create branch {name!r}", lambda: branch.create(source_ref), on_error=err)
+        return self.branch_head(name)
+
+    def delete_branch(self, name: str) -> None:
+        if name == self.default_branch:
+            raise VersioningError(f"the default branch {name!r} cannot be deleted")
+        branch = self._repo.branch(name)
+        self._call(
+            f"delete branch {name!r}", branch.delete, on_error=self._ref_missing("branch", name)
+        )
+
+    def list_branches(self) -> list[str]:
+        sdk = self._client.sdk_client
+        refs = self._call(
+            "list branches", lambda: self._listing(sdk.branches_api.list_branches, self.repository)
+        )
+        return sorted(r.id for r in refs)
+
+    def branch_head(self, name: str) -> str:
+        sdk = self._client.sdk_client
+        ref = self._call(
+            f"get branch {name!r}",
+            lambda: sdk.branches_api.get_branch(self.repository, name),
+            on_error=self._ref_missing("branch", name),
+        )
+        return ref.commit_id
+
+    def _ref_missing(self, kind: str, name: str) -> Callable[[ServerException], Exception | None]:
+        def handler(e: ServerException) -> Exception | None:
+            if isinstance(e, NotFoundException):
+                return RefNotFoundError(f"{kind} {name!r} not found in {self.describe()}")
+            return None
+
+        return handler
+
+    # ---------------------------------------------------------------- objects
+    def put_object(self, branch: str, path: str, data: bytes) -> ObjectEntry:
+        validate_path(path)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"object data must be bytes, got {type(data).__name__}")
+        obj = self._repo.branch(branch).object(path)
+
+        def upload() -> Any:
+            # pre_sign=False: the bytes go through lakeFS, no direct-to-bucket credentials needed
+            with obj.writer(mode="wb", pre_sign=False) as writer:
+                writer.write(bytes(data))
+            return getattr(writer, "_obj_stats", None) or obj.stat()
+
+        stats = self._call(
+            f"upload {path!r} to branch {branch!r}",
+            upload,
+            on_error=self._ref_missing("branch", branch),
+        )
+        return ObjectEntry(
+            path=path, size=int(stats.size_bytes or len(data)), checksum=stats.checksum
+        )
+
+    def get_object(self, ref: str, path: str) -> bytes:
+        validate_path(path)
+        obj = self._repo.ref(ref).object(path)
+
+        def read() -> bytes:
+            with obj.reader(mode="rb", pre_sign=False) as reader:
+                return bytes(reader.read())
+
+        try:
+            return self._call(f"read {path!r} at {ref!r}", read)
+        except RefNotFoundError:
+            self.resolve_ref(ref)  # raises RefNotFoundError when the ref is the missing part
+            raise ObjectNotFoundError(
+                f"object {path!r} not found at ref {ref!r} in {self.describe()}"
+            ) from None
+
+    def list_objects(self, ref: str, prefix: str = "") -> list[ObjectEntry]:
+        validate_prefix(prefix)
+        sdk = self._client.sdk_client
+        stats = self._call(
+            f"list objects at {ref!r}",
+            lambda: self._listing(
+                sdk.objects_api.list_objects,
+                repository=self.repository,
+                ref=ref,
+                prefix=prefix,
+                delimiter="",
+            ),
+            on_error=self._ref_missing("ref", ref),
+        )
+        return sorted(
+            (
+                ObjectEntry(s.path, int(s.size_bytes or 0), s.checksum)
+                for s in stats
+                if s.path_type == "object"
+            ),
+            key=lambda e: e.path,
+        )
+
+    def delete_object(self, branch: str, path: str) -> None:
+        validate_path(path)
+        obj = self._repo.branch(branch).object(path)
+        try:
+            self._call(f"delete {path!r} on branch {branch!r}", obj.delete)
+        except RefNotFoundError:
+            self.branch_head(branch)  # a missing branch is an error, a missing object is not
+
+    def uncommitted(self, branch: str) -> list[Change]:
+        b = self._repo.branch(branch)
+        changes = self._call(
+            f"list uncommitted changes on {branch!r}",
+            lambda: list(b.uncommitted(amount=self.page_size)),
+            on_error=self._ref_missing("branch", branch),
+        )
+        return _changes(changes)
+
+    # ---------------------------------------------------------------- commit & merge
+    def commit(
+        self,
+        branch: str,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        allow_empty: bool = False,
+    ) -> Commit:
+        b = self._repo.branch(branch)
+        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+
+        def err(e: ServerException) -> Exception | None:
+            if isinstance(e, NotFoundException):
+                return RefNotFoundError(f"branch {branch!r} not found in {self.describe()}")
+            if isinstance(e, BadRequestException) and "no changes" in _error_message(e).lower():
+                return NoChangesError(f"nothing to commit on branch {branch!r}")
+            return None
+
+        ref = self._call(
+            f"commit on branch {branch!r}",
+            lambda: b.commit(message, metadata=meta, allow_empty=allow_empty),
+            idempotent=False,
+            on_error=err,
+        )
+        log.info("committed %s on %s/%s", ref.id[:12], self.repository, branch)
+        return self.get_commit(ref.id)
+
+    def merge(
+        self,
+        source_ref: str,
+        dest_branch: str,
+        message: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        src = self._repo.ref(source_ref)
+        kwargs: dict[str, Any] = {}
+        if message is not None:
+            kwargs["message"] = message
+        if metadata:
+            kwargs["metadata"] = {str(k): str(v) for k, v in metadata.items()}
+
+        def err(e: ServerException) -> Exception | None:
+            if isinstance(e, ConflictException):
+                return MergeConflictError(
+                    source_ref, dest_branch, self._conflicting_paths(source_ref, dest_branch)
+                )
+            if isinstance(e, BadRequestException) and "no changes" in _error_message(e).lower():
+                return _Absent()
+            if isinstance(e, NotFoundException):
+                return RefNotFoundError(
+                    f"merge {source_ref!r} into {dest_branch!r}: ref not found in {self.describe()}"
+                )
+            return None
+
+        try:
+            return self._call(
+                f"merge {source_ref!r} into {dest_branch!r}",
+                lambda: src.merge_into(dest_branch, **kwargs),
+                idempotent=False,
+                on_error=err,
+            )
+        except _Absent:  # nothing to merge: the destination already has it
+            return self.branch_head(dest_branch)
+
+    def _conflicting_paths(self, source_ref: str, dest_branch: str) -> list[str]:
+        """lakeFS reports *that* a merge conflicts, not *where*: recompute it from the merge
+        base, the same rule the server applies (both sides changed a path differently)."""
+        sdk = self._client.sdk_client
+        try:
+            mb = self._call(
+                "find merge base",
+                lambda: sdk.refs_api.find_merge_base(self.repository, source_ref, dest_branch),
+            )
+            src_changes = {
+                c.path: c.type for c in self._diff_raw(mb.base_commit_id, mb.source_commit_id)
+            }
+            dst_changes = {
+                c.path: c.type for c in self._diff_raw(mb.base_commit_id, mb.destination_commit_id)
+            }
+            paths = []
+            for path in sorted(src_changes.keys() & dst_changes.keys()):
+                if src_changes[path] == dst_changes[path] == "removed":
+                    continue
+                if self._checksum(mb.source_commit_id, path) != self._checksum(
+                    mb.destination_commit_id, path
+                ):
+                    paths.append(path)
+            return paths
+        except VersioningError as e:  # the conflict itself must still be reported
+            log.warning("could not list the conflicting paths: %s", e)
+            return []
+
+    def _checksum(self, ref: str, path: str) -> str | None:
+        sdk = self._client.sdk_client
+        with contextlib.suppress(RefNotFoundError):
+            return self._call(
+                f"stat {path!r}",
+                lambda: sdk.objects_api.stat_object(self.repository, ref, path).checksum,
+            )
+        return None
+
+    # ---------------------------------------------------------------- tags & history
+    def create_tag(self, name: str, ref: str) -> str:
+        validate_ref_name(name, "tag")
+        tag = self._repo.tag(name)
+
+        def err(e: ServerException) -> Exception | None:
+            if isinstance(e, ConflictException):
+                return RefExistsError(f"tag {name!r} already exists in {self.describe()}")
+            if isinstance(e, NotFoundException):
+                return RefNotFoundError(f"ref {ref!r} not found in {self.describe()}")
+            return None
+
+        self._call(f"create tag {name!r}", lambda: tag.create(ref), on_error=err)
+        return self.resolve_ref(name)
+
+    def list_tags(self) -> dict[str, str]:
+        sdk = self._client.sdk_client
+        refs = self._call(
+            "list tags", lambda: self._listing(sdk.tags_api.list_tags, self.repository)
+        )
+        return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id)}
+
+    def resolve_ref(self, ref: str) -> str:
+        return self.get_commit(ref).id
+
+    def get_commit(self, ref: str) -> Commit:
+        sdk = self._client.sdk_client
+        c = self._call(
+            f"get commit {ref!r}",
+            lambda: sdk.commits_api.get_commit(self.repository, ref),
+            on_error=self._ref_missing("ref", ref),
+        )
+        return self._to_commit(c)
+
+    def log(self, ref: str, limit: int = 100) -> list[Commit]:
+        reference = self._repo.ref(ref)
+        page = min(max(limit, 1), self.page_size)
+        commits = self._call(
+            f"log {ref!r}",
+            lambda: list(reference.log(max_amount=limit, amount=page)),
+            on_error=self._ref_missing("ref", ref),
+        )
+        return [self._to_commit(c) for c in commits]
+
+    def _diff_raw(self, left: str, right: str) -> list[Any]:
+        reference = self._repo.ref(left)
+        return self._call(
+            f"diff {left!r}..{right!r}",
+            # two_dot: compare the two trees directly (lakeFS defaults to three_dot)
+            lambda: list(reference.diff(right, type="two_dot", amount=self.page_size)),
+            on_error=self._ref_missing("ref", f"{left}..{right}"),
+        )
+
+    def diff(self, left_ref: str, right_ref: str) -> list[Change]:
+        # resolve first: a branch name must mean its head commit, not its staging area
+        return _changes(self._diff_raw(self.resolve_ref(left_ref), self.resolve_ref(right_ref)))
+
+
+class _Absent(VersioningError):
+    """Internal marker for an expected 'not there' answer."""
+
+
+def _changes(raw: Iterator[Any] | list[Any]) -> list[Change]:
+    out = []
+    for c in raw:
+        if getattr(c, "path_type", "object") != "object":
+            continue
+        if c.type in ("added", "removed", "changed"):
+            out.append(Change(c.path, c.type))
+        else:  # 'conflict' etc. should not appear in a two-dot diff; keep the path visible
+            out.append(Change(c.path, "changed"))
+    return sorted(out, key=lambda ch: ch.path)
