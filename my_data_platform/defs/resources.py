@@ -7,6 +7,7 @@ location, never at import time.
 import dagster as dg
 
 from my_data_platform.core.warehouse import location_from_settings
+from my_data_platform.defs.datasets.resources import versioning_resource_from_settings
 from my_data_platform.defs.features.resources import feature_settings_from_settings
 from my_data_platform.defs.lake.resources import object_store_resource_from_settings
 from my_data_platform.defs.sources.resources import OLTPResource
@@ -31,5 +32,6 @@ def resources() -> dg.Definitions:
                 catalog=location.catalog, data_path=location.data_path, object_store=store
             ),
             "feature_settings": feature_settings_from_settings(),
+            "versioning": versioning_resource_from_settings(),
         }
     )

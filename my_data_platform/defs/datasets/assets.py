@@ -1,0 +1,188 @@
+"""Versioned training datasets, published write-audit-publish.
+
+A run writes the dataset to its own branch (named for the Dagster run), audits that branch,
+and only when every audit passes commits with provenance, merges into ``main`` and tags the
+result. ``main`` therefore only ever points at audited commits. A failed audit leaves ``main``
+untouched and keeps the branch for debugging. Downstream assets read the commit id stamped in
+this asset's metadata, never "latest".
+"""
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from my_data_platform.core import datasets as D
+from my_data_platform.core import features as F
+from my_data_platform.core.versioning import DEFAULT_BRANCH
+from my_data_platform.defs.datasets.resources import VersioningResource
+from my_data_platform.defs.features.assets import feature_object
+from my_data_platform.defs.features.inputs import read_warehouse_table, scan_lake_events
+from my_data_platform.defs.features.resources import FeatureSettings
+from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.warehouse.resources import WarehouseResource
+
+KEY = dg.AssetKey(["datasets", "popularity"])
+AUDITS = {
+    "schema": "Every required column is present and the dataset is not empty.",
+    "no_nulls": "No nulls in ids, label, split or features.",
+    "splits_disjoint": "No photo and no author appears in two splits.",
+    "label_balance": "Positive rate within bounds and every split non-empty.",
+    "features_not_after_prediction_time": (
+        "Features of sampled examples, recomputed from raw events as of prediction time, match."
+    ),
+    "images_referenced": "Every example's image is in the lake's image manifest.",
+}
+UPSTREAM = [
+    dg.AssetKey(["features", "training_examples"]),
+    dg.AssetKey(["lake", "photos"]),
+    dg.AssetKey(["warehouse", "photos"]),
+]
+
+
+def code_version() -> str:
+    """The git commit of the code that built the dataset (or the package version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("my_data_platform")
+    except PackageNotFoundError:
+        __version__ = "0+unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return f"{__version__}+g{sha[:12]}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def _upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in UPSTREAM:
+        ev = context.instance.get_latest_materialization_event(key)
+        if ev is not None:
+            when = dt.datetime.fromtimestamp(ev.timestamp, dt.UTC).isoformat(timespec="seconds")
+            out[key.to_user_string()] = f"run {ev.run_id} at {when}"
+    return out
+
+
+@dg.asset(
+    key=KEY,
+    deps=UPSTREAM,
+    group_name="datasets",
+    kinds={"lakefs", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=KEY, blocking=True, description=desc)
+        for name, desc in AUDITS.items()
+    ],
+)
+def popularity_dataset(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    versioning: VersioningResource,
+    feature_settings: FeatureSettings,
+):
+    """The training dataset for the popularity model: point-in-time features, labels from
+    feedback, image references and deterministic author-disjoint splits, as one immutable,
+    audited commit. Every model names the commit it was trained on, so it can be rebuilt."""
+    store = object_store.get_store()
+    vs = versioning.get_store()
+    examples = pl.read_parquet(store.get_bytes(feature_object("training_examples")))
+    with warehouse.connect() as conn:
+        photos = read_warehouse_table(
+            conn, "warehouse", "photos", ["photo_id", "user_id", "uploaded_at", "object_key"]
+        )
+    manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
+    assert isinstance(manifest, pl.DataFrame)
+    upstream = _upstream_versions(context)
+    objects, _, _ = D.build_dataset(examples, photos, manifest, upstream)
+
+    branch = f"run-{context.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    vs.create_branch(branch, DEFAULT_BRANCH)
+    vs.put_objects(branch, objects)
+
+    # audit the branch: read back what was written, never the in-memory copy
+    staged = D.read_examples(vs.get_object(branch, D.EXAMPLES))
+    staged_images = D.read_examples(vs.get_object(branch, D.IMAGES))
+    sample = D.audit_sample(staged)
+    recomputed = F.collect(
+        F.activity_features(
+            scan_lake_events(store),
+            photos.lazy(),
+            sample.lazy().select("photo_id", pl.col("prediction_ts").alias("as_of")),
+            feature_settings.config(),
+        ),
+        F.resolve_engine(feature_settings.engine),
+    )
+    audits = D.audit_dataset(staged, staged_images, recomputed=recomputed)
+    for a in audits:
+        yield dg.AssetCheckResult(check_name=a.name, passed=a.passed, metadata=dict(a.detail))
+    failed = [a.name for a in audits if not a.passed]
+    counts = D.split_counts(staged)
+    base_md = {
+        "branch": branch,
+        "repository": vs.describe(),
+        "dagster/row_count": staged.height,
+        "examples": staged.height,
+        "images": staged_images.height,
+        "positive_rate": round(float(staged["label"].mean() or 0.0), 4),
+        "splits": counts,
+    }
+    if failed:
+        context.log.error("audit failed on branch %s: %s; main untouched", branch, failed)
+        raise dg.Failure(
+            description=f"dataset audit failed: {', '.join(failed)}; main is untouched and "
+            f"branch {branch!r} is kept for debugging",
+            metadata={**base_md, "failed_checks": failed, "published": False},
+        )
+
+    if not vs.uncommitted(branch):
+        # identical to what main already holds: nothing to publish, main stays audited
+        head = vs.branch_head(DEFAULT_BRANCH)
+        vs.delete_branch(branch)
+        context.log.info("dataset unchanged; main stays at %s", head)
+        yield dg.MaterializeResult(
+            metadata={
+                **base_md,
+                "dataset_commit": head,
+                "published": False,
+                "unchanged": True,
+                "card": dg.MetadataValue.md(vs.get_object(head, D.CARD).decode()),
+            }
+        )
+        return
+    commit = vs.commit(
+        branch,
+        f"popularity dataset from Dagster run {context.run_id}",
+        metadata={
+            "dagster_run_id": context.run_id,
+            "code_version": code_version(),
+            "examples": str(staged.height),
+            **{f"upstream:{k}": v for k, v in upstream.items()},
+        },
+    )
+    main_commit = vs.merge(branch, DEFAULT_BRANCH, message=f"publish {branch}")
+    tag = f"popularity-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{main_commit[:8]}"
+    vs.create_tag(tag, main_commit)
+    vs.delete_branch(branch)
+    context.log.info("published dataset commit %s (tag %s)", main_commit, tag)
+    yield dg.MaterializeResult(
+        metadata={
+            **base_md,
+            "dataset_commit": main_commit,
+            "branch_commit": commit.id,
+            "tag": tag,
+            "published": True,
+            "card": dg.MetadataValue.md(vs.get_object(main_commit, D.CARD).decode()),
+        }
+    )
