@@ -46,8 +46,6 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/versioning.py
-	$(BIN)/python benchmarks/features.py
-	$(BIN)/python benchmarks/versioning.py
 
 clean:
 	rm -rf data/lake data/warehouse data/oltp.sqlite data/ground_truth data/dagster_home data/alerts
