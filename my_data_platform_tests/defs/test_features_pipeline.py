@@ -186,3 +186,40 @@ def test_failed_audit_leaves_main_untouched(world: dict) -> None:
         )
     finally:
         store.put_bytes(key, good)
+
+
+def test_write_audit_publish_on_lakefs_over_http(world: dict, tmp_path) -> None:
+    """The same asset against the lakeFS backend: the official SDK over HTTP to the test server."""
+    from my_data_platform.core.versioning import LakeFSVersionStore
+    from my_data_platform.defs.datasets.assets import popularity_dataset
+    from my_data_platform.defs.datasets.resources import LakeFSVersioningResource
+    from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
+
+    resources = dict(world["defs"].resources)
+    with LakeFSTestServer(tmp_path / "lakefs") as server:
+        resources["versioning"] = LakeFSVersioningResource(
+            endpoint=server.endpoint,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+            storage_namespace="local://datasets",
+        )
+        result = dg.materialize(
+            [popularity_dataset], resources=resources, instance=world["instance"]
+        )
+        assert result.success
+        md = result.asset_materializations_for_node("datasets__popularity")[0].metadata
+        commit = md["dataset_commit"].value
+        lake = LakeFSVersionStore(
+            server.endpoint, server.access_key_id, server.secret_access_key, "datasets"
+        )
+        assert lake.branch_head("main") == commit
+        assert {o.path for o in lake.list_objects(commit)} == {
+            "README.md",
+            "examples.parquet",
+            "images.parquet",
+        }
+        assert lake.log("main")[0].id == commit
+        calls = set(server.requests)
+        assert ("POST", "/api/v1/repositories/datasets/branches") in calls  # run branch
+        assert any(m == "POST" and "/merge/main" in p for m, p in calls)  # published by merge
+        assert lake.list_tags()[md["tag"].value] == commit
