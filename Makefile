@@ -18,8 +18,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e ".[dev]"
-	mkdir -p "$(DAGSTER_HOME)"
-	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/python -m my_data_platform.runner
 
 demo: install
 	$(BIN)/mdp seed --days 3 --users 300 --photos 3000 --events-per-day 60000 --corrupt-rate 0.01 --force

@@ -8,7 +8,6 @@ instance in ``$DAGSTER_HOME``, exactly as a run launched from the UI would be re
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +28,29 @@ def load_definitions() -> dg.Definitions:
     return defs() if callable(defs) else defs  # type: ignore[operator]
 
 
+def write_instance_config(home: Path) -> Path:
+    """Write the project's dagster.yaml into ``home``, minus its repo-relative ``storage``
+    block, so the instance's storage defaults to ``home`` itself."""
+    import yaml
+
+    home.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()) or {}
+    config.pop("storage", None)
+    target = home / "dagster.yaml"
+    text = "# written by my_data_platform from the repo's dagster.yaml\n" + yaml.safe_dump(config)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
 def get_instance() -> dg.DagsterInstance:
-    """The persistent instance under ``$DAGSTER_HOME`` (created with our dagster.yaml)."""
+    """The persistent instance under ``$DAGSTER_HOME`` (configured by our dagster.yaml)."""
     import os
 
     from my_data_platform.settings import get_settings
 
     home = get_settings().dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    src = PROJECT_ROOT / "dagster.yaml"
-    if not cfg.exists() and src.exists():
-        shutil.copyfile(src, cfg)
+    write_instance_config(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
@@ -173,3 +183,9 @@ def _outcome(
                     + (" (blocking)" if data.blocking else "")
                 )
     return out
+
+
+if __name__ == "__main__":  # `python -m my_data_platform.runner`: prepare $DAGSTER_HOME
+    from my_data_platform.settings import get_settings
+
+    print(write_instance_config(get_settings().dagster_home))  # noqa: T201
