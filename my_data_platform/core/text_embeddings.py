@@ -100,6 +100,9 @@ def _load_text_model(device: str | None) -> SentenceTransformer:
         raise TextModelUnavailableError(
             "sentence-transformers is not installed; it is needed to run the caption model"
         ) from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a weights-loading bar has no place in run logs
     started = time.perf_counter()
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
     model.eval()
