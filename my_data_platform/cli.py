@@ -489,6 +489,29 @@ def demo_summary() -> None:
         f"\n[bold]warehouse[/]: {events:,} events, {quarantined:,} quarantined lines, "
         f"{photos:,} photos, {users:,} users  ({loc.describe()})"
     )
+    try:
+        _, frows = run_analyst_query(
+            loc,
+            "SELECT count(*), avg(label) FROM features.training_examples",
+            _store(),
+        )
+        console.print(
+            f"[bold]features[/]:  {frows[0][0]:,} training examples, positive rate "
+            f"{float(frows[0][1] or 0):.1%}  (mdp features get <photo_id>)"
+        )
+    except Exception:
+        pass
+    try:
+        from my_data_platform.defs.datasets.resources import version_store_from_settings
+
+        vs = version_store_from_settings()
+        head = vs.log("main", 1)[0]
+        console.print(
+            f"[bold]dataset[/]:   main @ {head.id[:12]} ({head.message}); "
+            "mdp datasets log | show main"
+        )
+    except Exception:
+        pass
     console.print("[bold]Dagster UI[/]:   make dev   ->  http://127.0.0.1:3000")
     console.print(
         '[bold]SQL[/]:          .venv/bin/mdp sql "SELECT * FROM warehouse.photo_engagement_daily '
