@@ -140,9 +140,9 @@ def run_pandas(data: Path, until: dt.datetime) -> dict[str, Any]:
             jw = j[j["ts"] > j["as_of"] - pd.Timedelta(hours=w)]
             g = jw.groupby(keys)
             for kind in F.EVENT_KINDS:
-                out[f"photo_{kind}s_{w}h"] = (jw["event_type"] == kind).groupby(
-                    [jw["photo_id"], jw["as_of"]]
-                ).sum()
+                out[f"photo_{kind}s_{w}h"] = (
+                    (jw["event_type"] == kind).groupby([jw["photo_id"], jw["as_of"]]).sum()
+                )
             views = jw[jw["event_type"] == "view"]
             out[f"photo_mean_dwell_ms_{w}h"] = views.groupby(keys)["dwell_ms"].mean()
             out[f"photo_unique_users_{w}h"] = g["user_id"].nunique()
@@ -154,9 +154,9 @@ def run_pandas(data: Path, until: dt.datetime) -> dict[str, Any]:
         for w in CFG.windows_hours:
             jw = ja[ja["ts"] > ja["as_of"] - pd.Timedelta(hours=w)]
             for kind in F.EVENT_KINDS:
-                af[f"author_{kind}s_{w}h"] = (jw["event_type"] == kind).groupby(
-                    [jw["author_id"], jw["as_of"]]
-                ).sum()
+                af[f"author_{kind}s_{w}h"] = (
+                    (jw["event_type"] == kind).groupby([jw["author_id"], jw["as_of"]]).sum()
+                )
         out = out.fillna(0).reset_index()
         out = out.merge(authors, on="photo_id").merge(
             af.fillna(0).reset_index(), on=["author_id", "as_of"], how="left"
@@ -223,8 +223,7 @@ def _features_sql(queries_sql: str) -> str:
                 f"count(*) FILTER (WHERE {in_w} AND e.event_type = '{kind}') AS photo_{kind}s_{w}h"
             )
             author_aggs.append(
-                f"count(*) FILTER (WHERE {in_w} AND e.event_type = '{kind}') "
-                f"AS author_{kind}s_{w}h"
+                f"count(*) FILTER (WHERE {in_w} AND e.event_type = '{kind}') AS author_{kind}s_{w}h"
             )
         photo_aggs += [
             f"coalesce(avg(e.dwell_ms) FILTER (WHERE {in_w} AND e.event_type = 'view'), 0) "
@@ -426,7 +425,9 @@ def main() -> None:
         report |= {
             "duckdb_sql_rows_per_s": round(rows / duck["seconds"]),
             "duckdb_sql_seconds": round(duck["seconds"], 3),
-            "duckdb_stage_s": {k: round(duck[k], 3) for k in ("snapshot_s", "labels_s", "training_s")},
+            "duckdb_stage_s": {
+                k: round(duck[k], 3) for k in ("snapshot_s", "labels_s", "training_s")
+            },
             "duckdb_peak_rss_mb": round(duck["peak_rss_mb"], 1),
             "vs_duckdb": round(duck["seconds"] / pol["seconds"], 2),
             "duckdb_checks_match": duck["checks"] == pol["checks"],

@@ -3,8 +3,10 @@
 One feature definition, two engines. Every function here *builds* a Polars ``LazyFrame`` and
 never collects it; ``collect(lf, engine)`` is the only place where the engine matters (Polars'
 streaming engine on the CPU, the cuDF-backed Polars GPU engine on a CUDA machine). There is no
-second copy of the logic for the GPU, and the plans use only GPU-friendly operations (joins,
-``group_by`` sums, a sort and a cumulative sum; no ``join_asof``, no window functions).
+second copy of the logic for the GPU, and the plans use only GPU-friendly operations (hash
+joins, ``group_by`` sums, one single-key sort and a per-author cumulative sum; no
+``join_asof``). Where cudf-polars lacks a node the GPU engine runs it on the CPU, unless
+``collect(..., strict_gpu=True)`` asks it to fail instead.
 
 Point-in-time rule, used everywhere: a feature "as of ``t``" sees exactly the events with
 ``ts <= t`` (event time, microsecond precision). An event at ``t + 1us`` never counts, so a
@@ -47,6 +49,7 @@ LABEL_STATUSES: tuple[str, ...] = ("labelled", "too_young")
 _TS = pl.Datetime("us", "UTC")
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR
+_PACK = 1 << 32
 # Codes of the author sweep: event kinds first, so query points sort after events at the same ts.
 _UPPER = len(EVENT_KINDS)
 
@@ -230,37 +233,68 @@ def _photo_activity(
 
     Events are joined to the queries of their own photo, so the work is (events of a photo) x
     (queries of that photo): one pass for a snapshot or for one prediction time per photo.
-    Unique users go through a per-(photo, as_of, user) pre-aggregate holding each user's last
-    event time: a user is active in a window iff that time is inside it, which turns a
-    windowed distinct count into a plain sum.
+    Unique users go through a per-(photo, as_of, user) pre-aggregate holding only each user's
+    last event time: a user is active in a window iff that time is inside it, which turns a
+    windowed distinct count into a plain sum. That pre-aggregate has about one group per
+    event, so it carries a single accumulator; the counts are summed in their own pass.
     """
     ev = events.select("photo_id", "user_id", "ts", "event_type", "dwell_ms")
     longest = max(config.windows_hours)
-    joined = keys.join(ev, on="photo_id", how="inner").filter(
-        (pl.col("ts") <= pl.col("as_of")) & (pl.col("ts") > pl.col("as_of") - _hours(longest))
+    # Numbered in sorted order, so every branch of the plan that recomputes it agrees.
+    numbered = (
+        keys.sort("photo_id", "as_of")
+        .with_row_index("_qid")
+        .with_columns(pl.col("_qid").cast(pl.Int64))
+    )
+    joined = (
+        numbered.join(ev, on="photo_id", how="inner")
+        .filter(
+            (pl.col("ts") <= pl.col("as_of")) & (pl.col("ts") > pl.col("as_of") - _hours(longest))
+        )
+        .select("_qid", "as_of", "user_id", "ts", "event_type", "dwell_ms")
     )
     is_view = pl.col("event_type") == "view"
-    per_user: list[pl.Expr] = [pl.col("ts").max().alias("_last_ts")]
-    totals: list[pl.Expr] = []
+    sums: list[pl.Expr] = []
+    users: list[pl.Expr] = []
     for w in config.windows_hours:
         in_w = pl.col("ts") > pl.col("as_of") - _hours(w)
         for kind in EVENT_KINDS:
-            name = f"photo_{kind}s_{w}h"
-            per_user.append((in_w & (pl.col("event_type") == kind)).sum().alias(name))
-            totals.append(pl.col(name).sum())
+            sums.append((in_w & (pl.col("event_type") == kind)).sum().alias(f"photo_{kind}s_{w}h"))
         dwell = pl.when(in_w & is_view).then(pl.col("dwell_ms"))
-        per_user += [dwell.sum().alias(f"_dwell_sum_{w}"), dwell.count().alias(f"_dwell_n_{w}")]
-        totals += [pl.col(f"_dwell_sum_{w}").sum(), pl.col(f"_dwell_n_{w}").sum()]
-        totals.append(
+        sums += [dwell.sum().alias(f"_dwell_sum_{w}"), dwell.count().alias(f"_dwell_n_{w}")]
+        users.append(
             (pl.col("_last_ts") > pl.col("as_of") - _hours(w))
             .sum()
             .alias(f"photo_unique_users_{w}h")
         )
+    counts = joined.group_by("_qid").agg(sums)
+    # One Int64 key (query number, user) hashes several times faster than two columns; rows
+    # whose user_id does not fit in 32 bits take the exact two-column path (usually none).
+    packable = (
+        (pl.col("user_id") >= 0) & (pl.col("user_id") < _PACK) & (pl.col("_qid") < _PACK // 2)
+    )
+    packed = (
+        joined.filter(packable)
+        .group_by((pl.col("_qid") * _PACK + pl.col("user_id")).alias("_pair"))
+        .agg(pl.col("ts").max().alias("_last_ts"))
+        .select((pl.col("_pair") // _PACK).alias("_qid"), "_last_ts")
+    )
+    wide = (
+        joined.filter(~packable)
+        .group_by("_qid", "user_id")
+        .agg(pl.col("ts").max().alias("_last_ts"))
+        .select("_qid", "_last_ts")
+    )
+    unique = (
+        pl.concat([packed, wide])
+        .join(numbered.select("_qid", "as_of"), on="_qid", how="inner")
+        .group_by("_qid")
+        .agg(users)
+    )
     agg = (
-        joined.group_by("photo_id", "as_of", "user_id")
-        .agg(per_user)
-        .group_by("photo_id", "as_of")
-        .agg(totals)
+        numbered.join(counts, on="_qid", how="inner")
+        .join(unique, on="_qid", how="left")
+        .drop("_qid")
     )
     derived: list[pl.Expr] = []
     for w in config.windows_hours:
@@ -282,20 +316,23 @@ def _author_activity(
 
     Joining an author's events to each of the author's queries costs events x queries per
     author, which explodes for prolific authors. Instead one sweep answers every query exactly:
-    the author's events and the query points (``as_of`` and each ``as_of - w``) are sorted
-    together by (author, ts), events before points at the same ts, and a running count of
-    each kind is taken. With ``C(t)`` = events with ``ts <= t``, the window ``(t - w, t]``
-    holds ``C(t) - C(t - w)`` events: an event at exactly ``t`` counts, one at ``t - w`` does
-    not, and nothing after ``t`` is ever read. Both points of a window belong to the same
-    author and no other author's rows sort between them, so one global cumulative sum serves
-    every author: the offset cancels in the difference.
+    the author's events and the query points (``as_of`` and each ``as_of - w``) are put in
+    time order, events before points at the same microsecond, and a running count of each
+    kind is kept per author. With ``C(t)`` = the author's events with ``ts <= t``, the window
+    ``(t - w, t]`` holds ``C(t) - C(t - w)`` events: an event at exactly ``t`` counts, one at
+    ``t - w`` does not, and nothing after ``t`` is ever read.
+
+    The order is one Int64 key, ``epoch_us * stride + code`` (codes: event kinds, then the
+    points), because a single-key sort is several times faster than sorting on
+    (author, ts, code); the per-author running count is then a ``cum_sum`` over the author.
     """
     windows = config.windows_hours
+    stride = 1 << (_UPPER + len(windows)).bit_length()  # > the largest code
     points = keys.join(authors, on="photo_id", how="inner").select("author_id", "as_of").unique()
     mine = authors.join(points.select("author_id").unique(), on="author_id", how="semi")
-    code = pl.col("event_type").replace_strict(
-        list(EVENT_KINDS), list(range(len(EVENT_KINDS))), default=None, return_dtype=pl.UInt8
-    )
+    code = pl.lit(None, dtype=pl.Int64)
+    for i, kind in enumerate(EVENT_KINDS):
+        code = pl.when(pl.col("event_type") == kind).then(pl.lit(i, dtype=pl.Int64)).otherwise(code)
     ev = (
         events.select("photo_id", "ts", "event_type")
         .join(mine, on="photo_id", how="inner")
@@ -306,16 +343,25 @@ def _author_activity(
         points.select(
             "author_id",
             (pl.col("as_of") - _hours(off)).alias("ts"),
-            pl.lit(c, dtype=pl.UInt8).alias("code"),
+            pl.lit(c, dtype=pl.Int64).alias("code"),
             "as_of",
         )
         for c, off in [(_UPPER, 0), *[(_UPPER + 1 + i, w) for i, w in enumerate(windows)]]
     ]
     swept = (
         pl.concat([ev, *probes], how="vertical")
-        .sort("author_id", "ts", "code")
+        .select(
+            "author_id",
+            "code",
+            "as_of",
+            (pl.col("ts").dt.epoch("us") * stride + pl.col("code")).alias("_key"),
+        )
+        .sort("_key")
         .with_columns(
-            [(pl.col("code") == i).cast(pl.Int64).cum_sum().alias(f"_c{i}") for i in range(4)]
+            [
+                (pl.col("code") == i).cast(pl.Int64).cum_sum().over("author_id").alias(f"_c{i}")
+                for i in range(len(EVENT_KINDS))
+            ]
         )
         .filter(pl.col("code") >= _UPPER)
     )

@@ -13,7 +13,6 @@ OLTP database and the warehouse. Both implementations give the same guarantees:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -368,7 +367,3 @@ class S3ObjectStore(ObjectStore):
 
 def _sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

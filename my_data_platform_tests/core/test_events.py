@@ -137,7 +137,7 @@ def test_valid_row_values_and_utc_conversion() -> None:
         line(event_id="a", ts="2026-01-01T13:45:12.345+02:00", dwell_ms=_ABSENT),
         line(event_id="b", ts="2026-01-01T13:45:12.345Z", dwell_ms=None),
         line(event_id="c", ts="2026-01-01T13:45:12-05:30", dwell_ms=0),
-        line(event_id="d\u00e9\\\"q", event_type="share", user_id=3, photo_id=30, client="web"),
+        line(event_id='d\u00e9\\"q', event_type="share", user_id=3, photo_id=30, client="web"),
     ]
     result = run([("a.gz", gz(*lines))])
     rows = result.events.to_pylist()
@@ -344,8 +344,7 @@ def test_decompress_lines_returns_lines_numbers_and_error() -> None:
 
 def test_many_files_and_large_batches_stay_in_order() -> None:
     files = [
-        (f"f{k:02d}.gz", gz(*[line(event_id=f"{k}-{i}") for i in range(30_000)]))
-        for k in range(3)
+        (f"f{k:02d}.gz", gz(*[line(event_id=f"{k}-{i}") for i in range(30_000)])) for k in range(3)
     ]
     result = run(files)
     assert result.stats.loaded == 90_000

@@ -149,6 +149,19 @@ def test_no_events_gives_zeros_never_nan() -> None:
     )
 
 
+def test_unique_users_with_ids_beyond_32_bits() -> None:
+    """Ids that do not fit the packed (query, user) key take the exact wide path."""
+    photos = make_photos([(1, 10, T - H)])
+    big = 1 << 40
+    events = make_events(
+        [(1, "view", u, T - m * dt.timedelta(minutes=1), 1) for m, u in
+         enumerate([big, big, -3, -3, 7, 7, big + 1, 2**32, 2**32 - 1])]
+    )  # fmt: skip
+    out = F.collect(F.activity_features(events, photos, queries([(1, T)])), "cpu")
+    assert out["photo_unique_users_24h"].to_list() == [6]
+    assert out["photo_views_24h"].to_list() == [9]
+
+
 def test_duplicate_queries_keep_query_order() -> None:
     photos = make_photos([(1, 10, T - H), (2, 11, T - H)])
     events = make_events([(1, "view", 5, T - 0.5 * H, 100)])

@@ -24,17 +24,12 @@ from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
 from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
+from my_data_platform.synth.events import QUARANTINE_REASONS
 from my_data_platform_tests.conftest import wait_for_file
 
 CONFIG = WorldConfig(days=2, users=60, photos=300, events_per_day=4_000, seed=11, corrupt_rate=0.03)
-REASON_OF_KIND = {
-    "malformed_json": "malformed_json",
-    "wrong_type": "wrong_type:user_id",
-    "missing_field": "missing_field:event_type",
-    "unknown_user": "unknown_user",
-    "unknown_photo": "unknown_photo",
-    "duplicate": "duplicate",
-}
+# the generator's own record of which quarantine reason each injected kind must end in
+REASON_OF_KIND = {k: v for k, v in QUARANTINE_REASONS.items() if k != "truncated_file"}
 TABLES = ["users", "photos", "events", "events_quarantine", "photo_engagement_daily"]
 SELECTION = "group:lake or group:warehouse"  # the features group has its own tests
 

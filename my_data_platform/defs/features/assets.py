@@ -6,7 +6,6 @@ online path query). The feature logic itself lives in ``core/features.py``; the 
 (Polars CPU or cuDF through the Polars GPU engine) is a setting, not a second implementation.
 """
 
-import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -315,7 +314,3 @@ def classifier_outputs(store: ObjectStore) -> pl.DataFrame:
         how="full",
         coalesce=True,
     )
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -17,7 +17,7 @@ from my_data_platform.core.events import ingest_day
 from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
 from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.resources import ObjectStoreResource
-from my_data_platform.defs.metadata import table_metadata
+from my_data_platform.defs.metadata import markdown_preview, table_metadata
 from my_data_platform.defs.partitions import event_days
 from my_data_platform.defs.sources.resources import OLTPResource
 
@@ -166,7 +166,7 @@ def lake_events(
             **table_metadata(result.quarantine),
             "quarantined": stats.quarantined,
             "file_errors": stats.file_errors,
-            "reasons": dg.MetadataValue.md(_md_table(reasons)),
+            "reasons": dg.MetadataValue.md(markdown_preview(reasons, rows=50)),
             "dagster/uri": store.uri(lake_events_quarantine_object(day)),
         },
     )
@@ -176,12 +176,6 @@ def lake_events(
         passed=stats.landed_lines == stats.loaded + stats.quarantined,
         metadata=counts,
     )
-
-
-def _md_table(df: pl.DataFrame) -> str:
-    from my_data_platform.defs.metadata import markdown_preview
-
-    return markdown_preview(df, rows=50)
 
 
 @dg.multi_asset(
