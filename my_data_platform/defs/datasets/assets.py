@@ -66,12 +66,16 @@ def code_version() -> str:
 
 
 def _upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """The materialization (event storage id, run id, time) of each upstream asset used."""
     out: dict[str, str] = {}
     for key in UPSTREAM:
-        ev = context.instance.get_latest_materialization_event(key)
-        if ev is not None:
-            when = dt.datetime.fromtimestamp(ev.timestamp, dt.UTC).isoformat(timespec="seconds")
-            out[key.to_user_string()] = f"run {ev.run_id} at {when}"
+        records = context.instance.fetch_materializations(key, limit=1).records
+        if records:
+            rec = records[0]
+            when = dt.datetime.fromtimestamp(rec.timestamp, dt.UTC).isoformat(timespec="seconds")
+            out[key.to_user_string()] = (
+                f"materialization {rec.storage_id} (run {rec.run_id}, {when})"
+            )
     return out
 
 
