@@ -53,14 +53,26 @@ def read_parquet(store: ObjectStore, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(store.get_bytes(key)))
 
 
+EVENT_SUFFIXES = (".jsonl.gz", ".jsonl")
+
+
+def event_day(key: str) -> str | None:
+    """The landing day of an event file key (``landing/events/date=YYYY-MM-DD/<name>``), or
+    None when the key is not an event file: the one place the landing layout is parsed."""
+    parts = key.split("/")
+    if len(parts) != 4 or not key.endswith(EVENT_SUFFIXES) or not parts[2].startswith("date="):
+        return None
+    day = parts[2].removeprefix("date=")
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        return None
+    return day if len(day) == 10 else None
+
+
 def list_landed_days(store: ObjectStore) -> list[str]:
     """Every landing day that has at least one event file, sorted."""
-    days: set[str] = set()
-    for obj in store.list("landing/events/"):
-        part = obj.key.split("/")[2] if obj.key.count("/") >= 3 else ""
-        if part.startswith("date=") and obj.key.endswith((".jsonl.gz", ".jsonl")):
-            days.add(part.removeprefix("date="))
-    return sorted(days)
+    return sorted({d for o in store.list("landing/events/") if (d := event_day(o.key))})
 
 
 def _parse_day(day: str) -> dt.date:
@@ -113,7 +125,7 @@ def lake_events(
     date = _parse_day(day)
     store = object_store.get_store()
     prefix = landing_events_prefix(day)
-    keys = [o.key for o in store.list(prefix) if o.key.endswith((".jsonl.gz", ".jsonl"))]
+    keys = [o.key for o in store.list(prefix) if event_day(o.key) == day]
     if not keys:
         raise dg.Failure(
             f"no landed event files for partition {day}: nothing under {prefix!r} in "

@@ -1,0 +1,1 @@
+"""Automation: landing sensors, declarative refresh, the nightly dataset schedule, alerts."""

@@ -1,0 +1,300 @@
+"""Sensors on the landing prefixes, and the sensor that evaluates declarative automation.
+
+Landing files become runs of the lake assets; the lake's eager downstream (warehouse, features)
+follows through ``AutomationCondition`` (policy applied in ``definitions.py``).
+
+How a landing tick stays cheap on a large prefix, and still sees rewrites:
+
+* **New keys** are found with ``store.list(prefix, start_after=cursor.last_key)`` (S3
+  ``StartAfter``): a tick never walks what it has already seen.
+* **Rewritten and late files** sort *before* ``last_key``, so that listing misses them. Each tick
+  therefore also re-lists the ``recent_days`` most recent day folders and compares a per-day
+  digest (an XOR of ``sha1(key, etag)`` over the day's files) with the one in the cursor.
+* **Older days** (outside that window) and days that land out of order are caught by a full
+  re-scan every ``full_rescan_seconds``. Between full scans, a file rewritten in an old day
+  waits for that scan (or ``mdp run`` / a manual materialization of the day).
+
+Trade-off: per-tick cost is (new files + files in the last ``recent_days`` days) instead of the
+whole prefix; the cursor grows by one ~30-byte digest per landed day (no per-file state).
+
+The ``run_key`` of a day is its digest: built from every file key and etag of the day, so the
+same set of files is never processed twice (even if the cursor is lost), and a rewritten or
+late file changes the digest and runs the day again. New files for one day give one run.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import dagster as dg
+
+from my_data_platform.core.images import IMAGE_SUFFIXES
+from my_data_platform.core.objectstore import ObjectInfo, ObjectStore
+from my_data_platform.defs.lake.assets import (
+    EVENTS_KEY,
+    EVENTS_QUARANTINE_KEY,
+    PHOTOS_KEY,
+    PHOTOS_QUARANTINE_KEY,
+    event_day,
+    landing_events_prefix,
+)
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.partitions import event_days
+
+EVENTS_PREFIX = "landing/events/"
+PHOTOS_PREFIX = "landing/photos/"
+CURSOR_VERSION = 1
+DEFAULT_RECENT_DAYS = 3
+DEFAULT_FULL_RESCAN_SECONDS = 6 * 3600
+
+EAGER_GROUPS = ("warehouse", "features")
+"""Asset groups refreshed by declarative automation (policy applied in ``definitions.py``).
+``datasets`` and everything after it is built by the nightly job instead."""
+
+
+# --- pure planning (no Dagster) -------------------------------------------------------------
+
+
+def digest(objs: Iterable[ObjectInfo]) -> str:
+    """An order-independent fingerprint of a set of (key, etag): XOR of 64-bit sha1 prefixes.
+
+    Order independence lets the photo sensor update it incrementally with new keys.
+    """
+    return f"{_xor(_h(o) for o in objs):016x}"
+
+
+def _h(o: ObjectInfo) -> int:
+    return int.from_bytes(hashlib.sha1(f"{o.key}\0{o.etag}".encode()).digest()[:8], "big")
+
+
+def _xor(values: Iterable[int]) -> int:
+    return reduce(lambda a, b: a ^ b, values, 0)
+
+
+@dataclass
+class EventsPlan:
+    changed: dict[str, str]  # day -> new digest (a run per day)
+    cursor: dict[str, Any]
+    listed: int  # objects listed this tick (the cost)
+    full_scan: bool
+    removed: list[str] = field(default_factory=list)
+
+
+def plan_landing_events(
+    store: ObjectStore,
+    cursor: dict[str, Any] | None,
+    *,
+    now: float,
+    recent_days: int = DEFAULT_RECENT_DAYS,
+    full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS,
+) -> EventsPlan:
+    """Which landing days changed since ``cursor``, and the next cursor."""
+    cursor = cursor or {}
+    known: dict[str, str] = dict(cursor.get("days", {}))
+    last_key: str | None = cursor.get("last_key")
+    full = last_key is None or now - float(cursor.get("full_scan_at", 0)) >= full_rescan_seconds
+    listed = 0
+    current: dict[str, str] = {}
+
+    def group(objs: Iterable[ObjectInfo]) -> tuple[dict[str, list[ObjectInfo]], str | None]:
+        nonlocal listed
+        by_day: dict[str, list[ObjectInfo]] = {}
+        top = None
+        for o in objs:
+            listed += 1
+            top = o.key
+            day = event_day(o.key)
+            if day is not None:
+                by_day.setdefault(day, []).append(o)
+        return by_day, top
+
+    if full:
+        by_day, top = group(store.list(EVENTS_PREFIX))
+        current = {day: digest(objs) for day, objs in by_day.items()}
+        removed = sorted(set(known) - set(current))
+        new_last = top
+    else:
+        by_day, top = group(store.list(EVENTS_PREFIX, start_after=last_key))
+        # A day folder entirely after last_key was listed whole by the resumed listing.
+        for day, objs in by_day.items():
+            if last_key is None or last_key < landing_events_prefix(day):
+                current[day] = digest(objs)
+        window = sorted(set(known) | set(by_day), reverse=True)[: max(recent_days, 0)]
+        for day in sorted((set(window) | set(by_day)) - set(current)):
+            objs_day, _ = group(store.list(landing_events_prefix(day)))
+            current[day] = digest(objs_day.get(day, []))
+        removed = sorted(d for d, dg_ in current.items() if dg_ == digest([]))
+        new_last = max(filter(None, [last_key, top]), default=None)
+
+    changed = {d: g for d, g in current.items() if g != digest([]) and known.get(d) != g}
+    days = {**known, **current}
+    for d in removed:
+        days.pop(d, None)
+    next_cursor = {
+        "v": CURSOR_VERSION,
+        "last_key": new_last,
+        "days": dict(sorted(days.items())),
+        "full_scan_at": now if full else float(cursor.get("full_scan_at", 0)),
+    }
+    return EventsPlan(changed, next_cursor, listed, full, removed)
+
+
+@dataclass
+class PhotosPlan:
+    changed: bool
+    state: str  # digest of the whole landed image set: the run key
+    cursor: dict[str, Any]
+    listed: int
+    full_scan: bool
+
+
+def plan_landing_photos(
+    store: ObjectStore,
+    cursor: dict[str, Any] | None,
+    *,
+    now: float,
+    full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS,
+) -> PhotosPlan:
+    """Whether the set of landed images changed: new keys every tick, rewrites at full scans."""
+    cursor = cursor or {}
+    last_key: str | None = cursor.get("last_key")
+    old_state: str = cursor.get("state", digest([]))
+    full = last_key is None or now - float(cursor.get("full_scan_at", 0)) >= full_rescan_seconds
+    objs = list(store.list(PHOTOS_PREFIX, start_after=None if full else last_key))
+    images = [o for o in objs if o.key.lower().endswith(IMAGE_SUFFIXES)]
+    # incremental: XOR the new keys into the running fingerprint of the whole set
+    state = digest(images) if full else f"{int(old_state, 16) ^ int(digest(images), 16):016x}"
+    top = objs[-1].key if objs else None
+    next_cursor = {
+        "v": CURSOR_VERSION,
+        "last_key": max(filter(None, [last_key, top]), default=None),
+        "state": state,
+        "full_scan_at": now if full else float(cursor.get("full_scan_at", 0)),
+    }
+    changed = state != old_state and state != digest([])
+    return PhotosPlan(changed, state, next_cursor, len(objs), full)
+
+
+def _load_cursor(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return data if data.get("v") == CURSOR_VERSION else None
+
+
+# --- Dagster wiring -------------------------------------------------------------------------
+
+
+def build_landing_events_sensor(
+    name: str = "landing_events_sensor",
+    *,
+    recent_days: int = DEFAULT_RECENT_DAYS,
+    full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS,
+    minimum_interval_seconds: int = 30,
+    clock: Callable[[], float] = time.time,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        target=[EVENTS_KEY, EVENTS_QUARANTINE_KEY],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "New, rewritten or late event files under landing/events/date=YYYY-MM-DD/ start a "
+            "run of that day's lake/events partition (adding the partition when new)."
+        ),
+    )
+    def landing_events_sensor(
+        context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
+    ) -> dg.SensorResult:
+        plan = plan_landing_events(
+            object_store.get_store(),
+            _load_cursor(context.cursor),
+            now=clock(),
+            recent_days=recent_days,
+            full_rescan_seconds=full_rescan_seconds,
+        )
+        existing = set(context.instance.get_dynamic_partitions(event_days.name or ""))
+        new_days = sorted(d for d in plan.changed if d not in existing)
+        context.log.info(
+            "listed %d objects (%s); %d changed days, %d new partitions",
+            plan.listed,
+            "full scan" if plan.full_scan else "resumed",
+            len(plan.changed),
+            len(new_days),
+        )
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{day}:{dig}",
+                    partition_key=day,
+                    asset_selection=[EVENTS_KEY, EVENTS_QUARANTINE_KEY],
+                    tags={"mdp/source": name, "mdp/landing_digest": dig},
+                )
+                for day, dig in sorted(plan.changed.items())
+            ],
+            dynamic_partitions_requests=[event_days.build_add_request(new_days)]
+            if new_days
+            else [],
+            cursor=json.dumps(plan.cursor, separators=(",", ":")),
+        )
+
+    return landing_events_sensor
+
+
+def build_landing_photos_sensor(
+    name: str = "landing_photos_sensor",
+    *,
+    full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS,
+    minimum_interval_seconds: int = 30,
+    clock: Callable[[], float] = time.time,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        target=[PHOTOS_KEY, PHOTOS_QUARANTINE_KEY],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New images under landing/photos/ start a run of lake/photos.",
+    )
+    def landing_photos_sensor(
+        context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
+    ) -> dg.SensorResult:
+        plan = plan_landing_photos(
+            object_store.get_store(),
+            _load_cursor(context.cursor),
+            now=clock(),
+            full_rescan_seconds=full_rescan_seconds,
+        )
+        runs: Sequence[dg.RunRequest] = []
+        if plan.changed:
+            runs = [
+                dg.RunRequest(
+                    run_key=f"photos:{plan.state}",
+                    asset_selection=[PHOTOS_KEY, PHOTOS_QUARANTINE_KEY],
+                    tags={"mdp/source": name, "mdp/landing_digest": plan.state},
+                )
+            ]
+        context.log.info("listed %d objects; %d runs", plan.listed, len(runs))
+        return dg.SensorResult(
+            run_requests=list(runs), cursor=json.dumps(plan.cursor, separators=(",", ":"))
+        )
+
+    return landing_photos_sensor
+
+
+landing_events_sensor = build_landing_events_sensor()
+landing_photos_sensor = build_landing_photos_sensor()
+
+eager_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "eager_automation_sensor",
+    target=dg.AssetSelection.groups(*EAGER_GROUPS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Evaluates the warehouse and features assets' automation conditions, so they refresh "
+        "after the lake changes."
+    ),
+)

@@ -1,0 +1,163 @@
+"""The nightly schedule's skip logic and the run-failure alert (file + webhook)."""
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from my_data_platform.defs.automation import alerts
+from my_data_platform.defs.automation.schedules import (
+    nightly_dataset_job,
+    nightly_decision,
+    schedule_timezone,
+)
+
+TRAINING = dg.AssetKey(["features", "training_examples"])
+DATASET = dg.AssetKey(["datasets", "popularity"])
+
+
+def materialize(instance: dg.DagsterInstance, key: dg.AssetKey) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+
+def test_nightly_schedule_skips_until_training_data_changes() -> None:
+    with dg.instance_for_test() as instance:
+        first = nightly_decision(instance, nightly_dataset_job.name)
+        assert isinstance(first, dg.SkipReason)
+        assert "never materialized" in (first.skip_message or "")
+
+        materialize(instance, TRAINING)
+        build = nightly_decision(instance, nightly_dataset_job.name)
+        assert isinstance(build, dg.RunRequest)
+        assert "features/training_examples@" in build.tags["mdp/upstream_changed"]
+
+        materialize(instance, DATASET)
+        skip = nightly_decision(instance, nightly_dataset_job.name)
+        assert isinstance(skip, dg.SkipReason)
+        assert "nothing upstream" in (skip.skip_message or "")
+
+        materialize(instance, TRAINING)
+        again = nightly_decision(instance, nightly_dataset_job.name)
+        assert isinstance(again, dg.RunRequest)
+        assert again.run_key != build.run_key  # a new upstream state, a new build
+
+
+def test_schedule_through_dagster_uses_the_env_timezone(
+    data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from my_data_platform.runner import load_definitions
+
+    monkeypatch.setenv("MDP_SCHEDULE_TIMEZONE", "Europe/Paris")
+    defs = load_definitions()
+    schedule = defs.resolve_schedule_def("nightly_dataset_schedule")
+    assert schedule.execution_timezone == "Europe/Paris"
+    assert schedule.cron_schedule == "0 2 * * *"
+    job = defs.resolve_job_def(schedule.job_name)
+    assert DATASET in job.asset_layer.selected_asset_keys
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2024, 3, 2, 2, tzinfo=dt.UTC),
+        )
+        data = schedule.evaluate_tick(ctx)
+        assert data.run_requests == [] and data.skip_message
+        materialize(instance, TRAINING)
+        (req,) = schedule.evaluate_tick(ctx).run_requests or []
+        assert req.tags["mdp/upstream_changed"].startswith("features/training_examples@")
+
+    monkeypatch.setenv("MDP_SCHEDULE_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ValueError, match="MDP_SCHEDULE_TIMEZONE"):
+        schedule_timezone()
+
+
+@dg.op
+def explode() -> None:
+    raise RuntimeError("disk on fire")
+
+
+@dg.job
+def doomed() -> None:
+    explode()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _failure_context(instance: dg.DagsterInstance) -> tuple[str, dg.RunFailureSensorContext]:
+    result = doomed.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
+    ).for_run_failure()
+    return result.run_id, ctx
+
+
+def test_failure_sensor_writes_a_jsonl_alert_and_posts_the_webhook(
+    data_env: Path, webhook: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, webhook)
+    with dg.instance_for_test() as instance:
+        run_id, ctx = _failure_context(instance)
+        alerts.run_failure_alerts(ctx)
+    lines = (data_env / "alerts" / "alerts.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    alert = json.loads(lines[0])
+    assert alert["run_id"] == run_id
+    assert alert["job"] == "doomed"
+    assert alert["kind"] == "run_failure"
+    (step,) = alert["failed_steps"]
+    assert step["step"] == "explode"
+    assert "disk on fire" in step["error"]
+    assert step["error_class"] == "RuntimeError"
+    assert dt.datetime.fromisoformat(alert["time"]).tzinfo is not None
+    (posted,) = _Hook.received
+    assert posted["alert"]["run_id"] == run_id
+    assert run_id in posted["text"]
+
+
+def test_failure_sensor_survives_an_unreachable_webhook(
+    data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from my_data_platform_tests.conftest import free_port
+
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, f"http://127.0.0.1:{free_port()}/nobody")
+    with dg.instance_for_test() as instance:
+        run_id, ctx = _failure_context(instance)
+        alerts.run_failure_alerts(ctx)  # must not raise
+        alerts.run_failure_alerts(ctx)
+    lines = (data_env / "alerts" / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["run_id"] for line in lines] == [run_id, run_id]
