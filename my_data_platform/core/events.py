@@ -542,9 +542,7 @@ def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
         views.append(v)
         buffers.extend(bufs[2:])
     picked = np.ascontiguousarray(np.concatenate(views)[rids])
-    out = pa.Array.from_buffers(
-        pa.string_view(), rids.size, [None, pa.py_buffer(picked), *buffers]
-    )
+    out = pa.Array.from_buffers(pa.string_view(), rids.size, [None, pa.py_buffer(picked), *buffers])
     return out.cast(pa.string())
 
 
