@@ -49,7 +49,7 @@ def test_new_day_flows_through_sensor_and_automation(
     }
     for name in ("MDP_OBJECT_STORE", "MDP_OLTP_URL", "MDP_WAREHOUSE_CATALOG"):
         env.pop(name, None)
-    seeded = _mdp(env, "seed", "--days", "1", "--users", "40", "--photos", "240",
+    seeded = _mdp(env, "seed", "--days", "2", "--users", "40", "--photos", "240",
                   "--events-per-day", "2000", "--seed", "3")  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr
     ran = _mdp(env, "run")
@@ -66,10 +66,10 @@ def test_new_day_flows_through_sensor_and_automation(
         monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
         with dg.DagsterInstance.get() as instance:
             before = {"features": _latest(instance, *FEATURES)}
-            time.sleep(10)  # let the daemon start and tick once on the existing day
+            time.sleep(10)  # let the daemon start and tick once on the existing days
             landed = _mdp(env, "seed", "--append-days", "1")
             assert landed.returncode == 0, landed.stderr
-            new_day = "2026-01-02"
+            new_day = "2026-01-03"
             deadline = time.monotonic() + TIMEOUT_S
             warehouse_days: set[str] = set()
             features_refreshed = False
