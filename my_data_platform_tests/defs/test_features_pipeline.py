@@ -180,6 +180,10 @@ def test_failed_audit_leaves_main_untouched(world: dict) -> None:
         assert vs.branch_head("main") == head
         kept = [b for b in vs.list_branches() if b.startswith("run-")]
         assert kept, "the audited branch is kept for debugging"
+        obs = instance.fetch_observations(dg.AssetKey(["datasets", "popularity"]), limit=1)
+        md = obs.records[0].asset_observation.metadata
+        assert md["published"].value is False and md["branch"].value == kept[-1]
+        assert "no_nulls" in md["failed_checks"].value
         # the kept branch holds the rejected data; main does not
         assert vs.get_object(kept[-1], "examples.parquet") != vs.get_object(
             "main", "examples.parquet"

@@ -144,6 +144,13 @@ def popularity_dataset(
     }
     if failed:
         context.log.error("audit failed on branch %s: %s; main untouched", branch, failed)
+        # an observation puts the outcome on the asset itself without marking it updated
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=KEY,
+                metadata={**base_md, "failed_checks": failed, "published": False},
+            )
+        )
         raise dg.Failure(
             description=f"dataset audit failed: {', '.join(failed)}; main is untouched and "
             f"branch {branch!r} is kept for debugging",
