@@ -232,12 +232,14 @@ def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreReso
     todo = current.join(previous.select("key", "etag"), on=["key", "etag"], how="anti")
     batches = [kept.to_arrow().cast(MANIFEST_SCHEMA)]
     rows = todo.rows()
-    batch_size = 512
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        with ThreadPoolExecutor(max_workers=4) as pool:
+    batch_size = 512  # bounded memory: only one batch of image bytes is held at a time
+    with ThreadPoolExecutor(max_workers=4) as pool:  # reads are I/O bound on S3
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
             datas = list(pool.map(store.get_bytes, [k for k, _ in chunk]))
-        batches.append(build_manifest((k, e, d) for (k, e), d in zip(chunk, datas, strict=True)))
+            batches.append(
+                build_manifest((k, e, d) for (k, e), d in zip(chunk, datas, strict=True))
+            )
     manifest = pa.concat_tables(batches).sort_by("key")
     bad = manifest.filter(pa.compute.invert(manifest["decodable"]))
     quarantine = bad.select(["key", "etag", "bytes", "sha256", "error"]).rename_columns(
