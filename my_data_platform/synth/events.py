@@ -296,11 +296,15 @@ class _LineBuilder:
 
 
 def _gzip_lines(lines: pl.Series) -> bytes:
-    """Gzip the lines (each ends in ``\\n``) as one file body, without joining them first."""
+    """Gzip the lines (each ends in ``\\n``) as one file body.
+
+    The body is compressed in ONE call: ISA-L's output depends on how the input is split
+    across calls, and Polars' buffer layout (hence the chunks) varies from run to run, so
+    feeding chunks made the same world compress to different bytes now and then.
+    """
     co = isal.isal_zlib.compressobj(_COMPRESS_LEVEL, isal.isal_zlib.DEFLATED, 31)
-    parts = [co.compress(chunk) for chunk in _body_chunks(lines)]
-    parts.append(co.flush())
-    return b"".join(parts)
+    body = b"".join(_body_chunks(lines))
+    return co.compress(body) + co.flush()
 
 
 def _body_chunks(lines: pl.Series) -> list[memoryview]:
