@@ -6,12 +6,12 @@ online path query). The feature logic itself lives in ``core/features.py``; the 
 (Polars CPU or cuDF through the Polars GPU engine) is a setting, not a second implementation.
 """
 
+import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from my_data_platform.core import features as F
@@ -141,17 +141,14 @@ def image_predictions(
     free = pl.read_parquet(labels_path, columns=["photo_id", "image_class"])
     lab = photos.select("photo_id").with_row_index("i").join(free, on="photo_id", how="inner")
     idx = lab["i"].to_numpy()
-    idx = idx[ok[idx]]
-    label_of = dict(zip(lab["i"].to_list(), lab["image_class"].to_list(), strict=True))
+    keep = ok[idx]  # train only on images that decoded
     device = image_model.pick_device()
     model, metrics = image_model.train_image_classifier(
-        pixels[idx], np.array([label_of[i] for i in idx]), seed=0, device=device
+        pixels[idx[keep]], lab["image_class"].to_numpy()[keep], seed=0, device=device
     )
     probs = image_model.predict(model, pixels, device=device)
     frame = image_model.predictions_frame(photos["photo_id"], probs, ok)
     blob = image_model.save_model(model)
-    import hashlib
-
     model_key = f"models/image_classifier/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
     store.put_bytes(model_key, blob)
     uri = _publish(store, "image_predictions", frame)
