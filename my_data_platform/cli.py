@@ -519,6 +519,15 @@ def demo_summary() -> None:
     )
 
 
+def _register_subcommands() -> None:
+    from my_data_platform import cli_explore
+
+    cli_explore.register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     try:
         app()
