@@ -471,6 +471,100 @@ def datasets_diff(
     console.print(f"{len(changes)} changed object(s); examples: {counts[ref_a]} -> {counts[ref_b]}")
 
 
+model_app = typer.Typer(help="Trained models: manifests in the object store.")
+app.add_typer(model_app, name="model")
+
+
+def _read_manifest(ref: str | None) -> dict[str, Any]:
+    from my_data_platform.core.model_registry import ModelNotFoundError, read_manifest
+
+    try:
+        return read_manifest(_store(), ref)
+    except ModelNotFoundError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+def _print_model(m: dict[str, Any], format: str) -> None:
+    if format == "json":
+        sys.stdout.write(json.dumps(m, default=str) + "\n")
+        return
+    if format != "table":
+        _fail(f"--format must be table or json, got {format!r}")
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{float(v):.4f}"
+
+    console.print(
+        f"[bold]model[/] {m.get('manifest_uri', '')}\n"
+        f"dataset commit {m['dataset_commit']}  seed {m['seed']}  device {m['device']}  "
+        f"code {m.get('code_version', '?')}"
+    )
+    table = Table(title="ROC AUC / log loss")
+    for col in ("scorer", "val ROC AUC", "test ROC AUC", "test log loss"):
+        table.add_column(col)
+    rows = [("model", m["metrics"]), *(m.get("baselines") or {}).items()]
+    if m.get("oracle"):
+        rows.append(("oracle", m["oracle"]))
+    for name, r in rows:
+        table.add_row(
+            name, f(r["validation"].get("roc_auc")), f(r["test"].get("roc_auc")),
+            f(r["test"].get("log_loss")),
+        )  # fmt: skip
+    console.print(table)
+    rep = m.get("reproduction")
+    if rep:
+        verdict = "[green]matches[/]" if rep["matches"] else "[red]differs[/]"
+        console.print(f"reproduction {verdict}: max |diff| {rep['max_abs_diff']}")
+
+
+@model_app.command("show")
+def model_show(
+    manifest: Annotated[
+        str | None, typer.Argument(help="Manifest path/URI/key; default: the newest model.")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """The newest model's provenance manifest: dataset commit, seed, device, metrics."""
+    _require_data_dir()
+    _print_model(_read_manifest(manifest), format)
+
+
+@app.command()
+def train(
+    reproduce: Annotated[
+        str | None,
+        typer.Option(help="Retrain from this manifest (path, URI or object key) and compare."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Override the manifest's device (e.g. cpu).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Retrain the popularity model from a manifest; exit 3 if the metrics differ (> 1e-6).
+
+    To train a new model, materialize it: `mdp run --select training/popularity_model`.
+    """
+    if reproduce is None:
+        _fail(
+            "give --reproduce MANIFEST (see `mdp model show`); to train a new model run "
+            "`mdp run --select training/popularity_model`"
+        )
+    _require_data_dir()
+    from my_data_platform.core.versioning import VersioningError
+    from my_data_platform.defs.training.assets import reproduce_manifest
+
+    m = _read_manifest(reproduce)
+    try:
+        out = reproduce_manifest(_versions(), m, device=device)
+    except VersioningError as exc:
+        _fail(f"dataset commit {m['dataset_commit']} cannot be read: {exc}")
+        raise
+    _print_model(out, format)
+    if not out["reproduction"]["matches"] and (device is None or device == m.get("device")):
+        raise typer.Exit(3)
+
+
 @app.command("demo-summary")
 def demo_summary() -> None:
     """Print where to look after `make demo`."""
@@ -512,6 +606,36 @@ def demo_summary() -> None:
         )
     except Exception:
         pass
+    try:
+        from my_data_platform.core.model_registry import read_manifest
+
+        m = read_manifest(_store())
+        sm = m.get("summary") or {}
+
+        def f(v: Any) -> str:
+            return "n/a" if v is None else f"{float(v):.3f}"
+
+        table = Table(title=f"popularity model on dataset {m['dataset_commit'][:12]} (test split)")
+        for col in ("scorer", "ROC AUC", "log loss"):
+            table.add_column(col)
+        rows = [("model", m["metrics"]), *(m.get("baselines") or {}).items()]
+        if m.get("oracle"):
+            rows.append(("oracle (hidden popularity)", m["oracle"]))
+        for name, r in rows:
+            table.add_row(name, f(r["test"].get("roc_auc")), f(r["test"].get("log_loss")))
+        console.print(table)
+        frac = sm.get("fraction_of_oracle")
+        console.print(
+            f"[bold]model[/]:     beats both baselines: {sm.get('beats_baselines')}; "
+            f"{'n/a' if frac is None else f'{frac:.1%}'} of the oracle's ROC AUC; "
+            "mdp model show --format json"
+        )
+        console.print(
+            f"[bold]FiftyOne[/]:  mdp explore {m['dataset_commit'][:12]}  ->  "
+            "http://127.0.0.1:5151 (sort by prediction_loss for the worst mistakes)"
+        )
+    except Exception as exc:
+        console.print(f"[bold]model[/]:     not trained yet ({exc})")
     console.print("[bold]Dagster UI[/]:   make dev   ->  http://127.0.0.1:3000")
     console.print(
         '[bold]SQL[/]:          .venv/bin/mdp sql "SELECT * FROM warehouse.photo_engagement_daily '

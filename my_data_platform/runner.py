@@ -86,6 +86,8 @@ def plan_refresh(
     except dg.DagsterInvalidSubsetError as exc:
         raise ValueError(f"--select {select!r} matches no materializable asset: {exc}") from exc
     keys = {k for k in keys if graph.get(k).is_materializable}
+    # a multi-asset that cannot be subset (lake/photos + its quarantine) runs whole
+    keys |= {m for k in keys for m in graph.get(k).execution_set_asset_keys}
     if not keys:
         raise ValueError(f"--select {select!r} matches no materializable asset")
 
