@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/versioning.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf data/lake data/warehouse data/oltp.sqlite data/ground_truth data/dagster_home data/alerts

@@ -317,6 +317,41 @@ def _probs(model: nn.Module, x: np.ndarray, device: str) -> np.ndarray:
     return torch.sigmoid(logits).double().cpu().numpy()
 
 
+class TensorBatches:
+    """The training loader: the split is one tensor on the device, and each epoch is a seeded
+    permutation sliced into batches: no per-row Python, no collate, no worker processes.
+
+    Rows were already turned into a matrix column-wise (:func:`model_inputs`), so a batch is
+    one gather. The generator lives on the CPU, so batch order is the same on every device.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        generator: torch.Generator,
+        device: str = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        self.y = torch.from_numpy(np.ascontiguousarray(y)).to(device)
+        self.n = len(self.y)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.device = device
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(self.n, generator=self.generator).to(self.device)
+        for i in range(0, self.n, self.batch_size):
+            b = perm[i : i + self.batch_size]
+            yield self.x[b], self.y[b]
+
+
 def train_popularity_model(
     df: pl.DataFrame, config: TrainConfig | None = None
 ) -> tuple[PopularityMLP, dict[str, Any]]:
@@ -342,23 +377,21 @@ def train_popularity_model(
         model = PopularityMLP(x.shape[1], config.hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.BCEWithLogitsLoss()
-        xt = torch.from_numpy(x[tr]).to(device)
-        yt = torch.from_numpy(y[tr]).to(device)
-        gen = torch.Generator().manual_seed(config.seed)
+        loader = TensorBatches(
+            x[tr], y[tr], config.batch_size, torch.Generator().manual_seed(config.seed), device
+        )
         curve: list[dict[str, Any]] = []
         best = (math.inf, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
         for epoch in range(1, config.epochs + 1):
             model.train()
-            perm = torch.randperm(len(yt), generator=gen).to(device)
             total = 0.0
-            for i in range(0, len(perm), config.batch_size):
-                b = perm[i : i + config.batch_size]
+            for xb, yb in loader:
                 opt.zero_grad()
-                loss = loss_fn(model(xt[b]), yt[b])
+                loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(b)
-            point: dict[str, Any] = {"epoch": epoch, "train_loss": total / len(yt)}
+                total += float(loss.detach()) * len(yb)
+            point: dict[str, Any] = {"epoch": epoch, "train_loss": total / loader.n}
             if va.any():
                 pv = _probs(model, x[va], device)
                 point["val_loss"] = log_loss(y[va], pv)

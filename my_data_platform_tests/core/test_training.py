@@ -193,3 +193,25 @@ def test_no_embeddings_config(data: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     model, m = T.train_popularity_model(data[0].drop("caption_embedding"), cfg)
     assert model.n_inputs == len(F.FEATURE_COLUMNS) and model.stats["embedding_dim"] == 0
     assert m["test"]["n"] > 0
+
+
+def test_tensor_batches_cover_every_row_once_in_seeded_order() -> None:
+    import torch
+
+    from my_data_platform.core.training import TensorBatches
+
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    y = np.arange(10, dtype=np.float32)
+    a = TensorBatches(x, y, 4, torch.Generator().manual_seed(3))
+    b = TensorBatches(x, y, 4, torch.Generator().manual_seed(3))
+    assert len(a) == 3
+    first = [yb.tolist() for _, yb in a]
+    assert [len(r) for r in first] == [4, 4, 2]
+    assert sorted(v for r in first for v in r) == list(range(10))
+    assert first == [yb.tolist() for _, yb in b]  # same seed, same order
+    second = [yb.tolist() for _, yb in a]  # the next epoch is a new permutation
+    assert second != first and sorted(v for r in second for v in r) == list(range(10))
+    for xb, yb in a:  # features stay aligned with their labels
+        assert torch.equal(xb[:, 0], yb * 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        TensorBatches(x, y, 0, torch.Generator())
