@@ -74,9 +74,11 @@ def generate_lines(n: int, seed: int) -> pl.Series:
         .then(pl.lit(',"dwell_ms":null'))
         .otherwise(pl.lit(',"dwell_ms":') + pl.col("d").cast(pl.String))
     )
-    tail = pl.when((pl.col("r") > 0.5) & (pl.col("r") < 0.51)).then(
-        pl.lit(',"app_build":"1234"}')
-    ).otherwise(pl.lit("}"))
+    tail = (
+        pl.when((pl.col("r") > 0.5) & (pl.col("r") < 0.51))
+        .then(pl.lit(',"app_build":"1234"}'))
+        .otherwise(pl.lit("}"))
+    )
     line = pl.concat_str(
         [
             pl.lit('{"event_id":"'), pl.col("eid"),
@@ -91,8 +93,11 @@ def generate_lines(n: int, seed: int) -> pl.Series:
         pl.when(pl.col("r") > 0.998)
         .then(line.str.slice(0, 60))  # malformed JSON
         .when(pl.col("r") > 0.997)
-        .then(line.str.replace('"user_id":', '"user_id":"', literal=True).str.replace(
-            ',"photo_id"', '","photo_id"', literal=True))  # wrong_type:user_id
+        .then(
+            line.str.replace('"user_id":', '"user_id":"', literal=True).str.replace(
+                ',"photo_id"', '","photo_id"', literal=True
+            )
+        )  # wrong_type:user_id
         .when(pl.col("r") > 0.9965)
         .then(line.str.replace("Z", "+02:00", literal=True))  # valid, offset ts
         .otherwise(line)
@@ -109,9 +114,9 @@ def write_day(root: Path, n: int, n_files: int) -> list[Path]:
         if k <= 0:
             break
         lines = generate_lines(k, seed=i)
-        text = pl.DataFrame({"l": lines}).write_csv(
-            include_header=False, quote_style="never"
-        ).encode()
+        text = (
+            pl.DataFrame({"l": lines}).write_csv(include_header=False, quote_style="never").encode()
+        )
         path = root / f"events-{i:04d}.jsonl.gz"
         path.write_bytes(isal_zlib.compress(text, 1, wbits=31))
         paths.append(path)
@@ -295,7 +300,6 @@ def main() -> None:
         "reasons": stats.reasons,
     }
     print(json.dumps(out))
-
 
 
 if __name__ == "__main__":
