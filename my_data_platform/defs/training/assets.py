@@ -24,6 +24,7 @@ from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
 from my_data_platform.defs.datasets.assets import code_version
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.metadata import table_metadata
 
 KEY = dg.AssetKey(["training", "popularity_model"])
 ORACLE_FRACTION_TARGET = 0.90
@@ -241,8 +242,8 @@ def popularity_model(
     test = metrics["test"]
     yield dg.MaterializeResult(
         metadata={
+            **table_metadata(preds.sort("photo_id")),
             "dataset_commit": commit,
-            "dagster/row_count": preds.height,
             "manifest_uri": manifest["manifest_uri"],
             "checkpoint_uri": manifest["checkpoint_uri"],
             "predictions_key": f"{prefix}/{R.PREDICTIONS}",
