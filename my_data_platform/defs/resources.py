@@ -8,6 +8,7 @@ import dagster as dg
 
 from my_data_platform.core.warehouse import location_from_settings
 from my_data_platform.defs.datasets.resources import versioning_resource_from_settings
+from my_data_platform.defs.exploration.resources import fiftyone_resource_from_settings
 from my_data_platform.defs.features.resources import feature_settings_from_settings
 from my_data_platform.defs.lake.resources import object_store_resource_from_settings
 from my_data_platform.defs.sources.resources import OLTPResource
@@ -33,5 +34,6 @@ def resources() -> dg.Definitions:
             ),
             "feature_settings": feature_settings_from_settings(),
             "versioning": versioning_resource_from_settings(),
+            "fiftyone": fiftyone_resource_from_settings(),
         }
     )

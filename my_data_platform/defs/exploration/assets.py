@@ -1,0 +1,159 @@
+"""FiftyOne views of the published dataset and of the model's test-set mistakes.
+
+Both assets read *by commit id* what their parents stamped in their materialization metadata
+(``dataset_commit``, ``predictions_key``), never "the latest data", so each FiftyOne dataset
+matches exactly one audited dataset version.
+"""
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from my_data_platform.core import exploration as X
+from my_data_platform.core.versioning import VersioningError
+from my_data_platform.defs.datasets.resources import VersioningResource
+from my_data_platform.defs.exploration.resources import FiftyOneResource
+from my_data_platform.defs.lake.resources import ObjectStoreResource
+
+KEY = dg.AssetKey(["exploration", "fiftyone_dataset"])
+PREDICTIONS_KEY = dg.AssetKey(["training", "fiftyone_predictions"])
+DATASET_KEY = dg.AssetKey(["datasets", "popularity"])
+MODEL_KEY = dg.AssetKey(["training", "popularity_model"])
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
+    """The metadata values of ``key``'s newest materialization."""
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event else None
+    if mat is None:
+        raise dg.Failure(f"{key.to_user_string()} has never been materialized: run it first")
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def explore_hint(commit_id: str) -> str:
+    return f"mdp explore {commit_id}"
+
+
+class FiftyOneDatasetConfig(dg.Config):
+    dataset_commit: str | None = None
+    """Build this dataset version (a commit id, tag or branch) instead of the one
+    ``datasets/popularity`` last published."""
+
+
+@dg.asset(
+    key=KEY,
+    deps=[DATASET_KEY],
+    group_name="exploration",
+    kinds={"fiftyone"},
+)
+def fiftyone_dataset(
+    context: dg.AssetExecutionContext,
+    config: FiftyOneDatasetConfig,
+    fiftyone: FiftyOneResource,
+    versioning: VersioningResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
+    """The published training dataset as a browsable FiftyOne dataset: every photo with its
+    image, its popularity label, its split, its features, what the image classifier saw and a
+    caption-similarity index. People use it to check what the model learns from (odd labels,
+    broken images, leaky features) before trusting a model trained on it. One FiftyOne dataset
+    per dataset commit, so earlier versions stay explorable; open it with ``mdp explore``."""
+    vs = versioning.get_store()
+    if config.dataset_commit:
+        try:
+            commit = vs.resolve_ref(config.dataset_commit)
+        except VersioningError as exc:
+            raise dg.Failure(f"dataset_commit {config.dataset_commit!r}: {exc}") from exc
+    else:
+        commit = latest_metadata(context.instance, DATASET_KEY).get("dataset_commit")
+        if not commit:
+            raise dg.Failure("the newest datasets/popularity materialization has no dataset_commit")
+    fo = fiftyone.get_fiftyone()
+    built = X.build_from_commit(fo, vs, object_store.get_store(), commit, fiftyone.media_path())
+    ds = built.dataset
+    context.log.info(
+        "FiftyOne dataset %s: %d samples (%d written now)", ds.name, len(ds), built.added
+    )
+    schema = ds.get_field_schema()
+    similarity = X.SIMILARITY_KEY if X.SIMILARITY_KEY in ds.list_brain_runs() else "none"
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_commit": dg.MetadataValue.text(commit),
+            "fiftyone_dataset": ds.name,
+            "dagster/row_count": len(ds),
+            "samples_written": built.added,
+            "splits": {t: ds.match_tags(t).count() for t in ("train", "validation", "test")},
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name=n, type=type(f).__name__) for n, f in schema.items()]
+            ),
+            "similarity_index": similarity,
+            "fiftyone_app": dg.MetadataValue.text(explore_hint(commit)),
+            "preview": dg.MetadataValue.md(X.dataset_summary(ds)),
+        }
+    )
+
+
+def _mistakes_markdown(rows: list[dict[str, Any]], commit: str) -> str:
+    lines = [
+        "| photo_id | label | p(popular) | log loss |",
+        "|---:|---|---:|---:|",
+        *[f"| {r['photo_id']} | {r['label']} | {r['p']:.3f} | {r['loss']:.3f} |" for r in rows],
+        "",
+        f"To view them: `{explore_hint(commit)}`, then in the App sort by `prediction_loss` "
+        "(descending) or filter `prediction_correct` = false.",
+    ]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=PREDICTIONS_KEY,
+    deps=[MODEL_KEY, KEY],
+    group_name="training",
+    kinds={"fiftyone"},
+)
+def fiftyone_predictions(
+    context: dg.AssetExecutionContext,
+    fiftyone: FiftyOneResource,
+    versioning: VersioningResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
+    """The model's test-set predictions written back onto the photos of the dataset version
+    it was trained on, with a confidence and a per-photo loss: the worst mistakes sort first
+    in the FiftyOne App, so people can see *which* photos the model gets wrong and why
+    (mislabeled, unusual images, missing signal) instead of only an aggregate score."""
+    md = latest_metadata(context.instance, MODEL_KEY)
+    commit, key = md.get("dataset_commit"), md.get("predictions_key")
+    if not commit or not key:
+        raise dg.Failure(
+            "the newest training/popularity_model materialization lacks "
+            f"dataset_commit and/or predictions_key (has: {sorted(md)})"
+        )
+    store = object_store.get_store()
+    predictions = pl.read_parquet(store.get_bytes(key))
+    if "split" in predictions.columns:
+        predictions = predictions.filter(pl.col("split").cast(pl.String) == "test")
+    fo = fiftyone.get_fiftyone()
+    built = X.build_from_commit(fo, versioning.get_store(), store, commit, fiftyone.media_path())
+    run = context.instance.get_latest_materialization_event(MODEL_KEY)
+    counts = X.write_predictions(
+        built.dataset,
+        predictions,
+        model={"predictions_key": key, "model_run_id": run.run_id if run else ""},
+    )
+    if counts["unknown_photo_ids"]:
+        context.log.warning(
+            "%d predicted photo(s) are not in %s", counts["unknown_photo_ids"], built.dataset.name
+        )
+    worst = X.worst_mistakes(built.dataset, 5)
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_commit": dg.MetadataValue.text(commit),
+            "fiftyone_dataset": built.dataset.name,
+            "predictions_key": dg.MetadataValue.text(key),
+            "dagster/row_count": counts["written"],
+            **{k: v for k, v in counts.items() if k != "written"},
+            "worst_mistakes": dg.MetadataValue.md(_mistakes_markdown(worst, commit)),
+            "fiftyone_app": dg.MetadataValue.text(explore_hint(commit)),
+        }
+    )

@@ -1,0 +1,80 @@
+"""FiftyOne as a resource: the bundled ``mongod`` by default, a MongoDB URI in production.
+
+FiftyOne would start a private ``mongod`` in every process that imports it. Dagster runs each
+step in its own process, so by default this resource starts one shared ``mongod`` for the
+data dir (:func:`my_data_platform.core.mongo.ensure_mongod`) and points FiftyOne at it; with
+``database_uri`` set, FiftyOne uses that server and nothing is started.
+"""
+
+from pathlib import Path
+from types import ModuleType
+
+import dagster as dg
+from pydantic import Field
+
+from my_data_platform.core.exploration import connect_fiftyone
+from my_data_platform.core.mongo import DEFAULT_IDLE_TIMEOUT_S, ensure_mongod
+
+
+class FiftyOneResource(dg.ConfigurableResource):
+    """Where FiftyOne keeps its datasets. Assets call :meth:`get_fiftyone`."""
+
+    database_uri: str | None = Field(
+        default=None,
+        description="A MongoDB URI (production). Unset: the bundled mongod in database_dir.",
+    )
+    database_dir: str | None = Field(
+        default=None, description="Home of the bundled mongod (default $MDP_DATA_DIR/fiftyone)."
+    )
+    database_name: str = "fiftyone"
+    media_dir: str | None = Field(
+        default=None,
+        description="Local copies of images from a remote object store, for the App "
+        "(default $MDP_DATA_DIR/fiftyone/media).",
+    )
+    mongod_idle_timeout_s: float | None = Field(
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        description="Stop the bundled mongod after this long without clients (None: never).",
+    )
+
+    def home(self) -> Path:
+        if self.database_dir:
+            return Path(self.database_dir)
+        from my_data_platform.settings import get_settings
+
+        return get_settings().data_dir / "fiftyone"
+
+    def media_path(self) -> Path:
+        return Path(self.media_dir) if self.media_dir else self.home() / "media"
+
+    def uri(self) -> str:
+        """The MongoDB URI, starting the shared bundled mongod if it is not running."""
+        if self.database_uri:
+            return self.database_uri
+        return ensure_mongod(self.home(), idle_timeout_s=self.mongod_idle_timeout_s)
+
+    def get_fiftyone(self) -> ModuleType:
+        """The ``fiftyone`` module, connected to this resource's database."""
+        return connect_fiftyone(self.uri(), self.database_name)
+
+
+def fiftyone_resource_from_settings() -> FiftyOneResource:
+    """The bundled mongod under the data dir, unless ``MDP_FIFTYONE_DATABASE_URI`` is set (kept
+    an ``EnvVar``: a URI may hold a password)."""
+    import os
+
+    from my_data_platform.settings import get_settings
+
+    home = get_settings().data_dir / "fiftyone"
+    kwargs: dict = {"database_dir": str(home), "media_dir": str(home / "media")}
+    if (os.environ.get("MDP_FIFTYONE_DATABASE_URI") or "").strip():
+        kwargs["database_uri"] = dg.EnvVar("MDP_FIFTYONE_DATABASE_URI")
+    if (os.environ.get("MDP_FIFTYONE_DATABASE_NAME") or "").strip():
+        kwargs["database_name"] = os.environ["MDP_FIFTYONE_DATABASE_NAME"].strip()
+    return FiftyOneResource(**kwargs)
+
+
+def fiftyone_from_settings() -> FiftyOneResource:
+    """The configured resource for code outside a run (the CLI): EnvVars resolved."""
+    with dg.build_resources({"fiftyone": fiftyone_resource_from_settings()}) as res:
+        return res.fiftyone
