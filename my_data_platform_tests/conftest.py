@@ -24,7 +24,22 @@ _ENV_VARS = [
     "MDP_WAREHOUSE_CATALOG",
     "MDP_WAREHOUSE_DATA_PATH",
     "DAGSTER_HOME",
+    "MDP_FIFTYONE_DATABASE_URI",
+    "MDP_FIFTYONE_DATABASE_NAME",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_test_mongods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Assets that touch FiftyOne start the bundled mongod under their (temporary) data dir;
+    it would stop by itself after 5 idle minutes. Stop every one this session started now, so
+    a test run leaves no process behind."""
+    yield
+    from my_data_platform.core.mongo import STATE_FILE, stop_mongod
+
+    base = tmp_path_factory.getbasetemp()
+    for state in base.rglob(STATE_FILE):
+        stop_mongod(state.parent)
 
 
 @pytest.fixture

