@@ -1,9 +1,11 @@
 """Full refreshes through Dagster's own execution and instance (the runs appear in the UI).
 
 ``mdp run`` registers every landed day as an ``event_days`` partition, then materializes the
-selection in phases: unpartitioned assets in one run, partitioned assets in one run per day,
-ordered so every asset runs after its parents. Each run executes in process against the
-instance in ``$DAGSTER_HOME``, exactly as a run launched from the UI would be recorded.
+selection in phases: unpartitioned assets in one run, partitioned assets in one run per day
+(or one run over all the days, when every asset of the phase has a single-run backfill
+policy, as a backfill from the UI would), ordered so every asset runs after its parents. Each
+run executes in process against the instance in ``$DAGSTER_HOME``, exactly as a run launched
+from the UI would be recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from my_data_platform.defs.lake.assets import list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
@@ -57,6 +63,13 @@ def get_instance() -> dg.DagsterInstance:
 
 @dataclass
 class RunOutcome:
+    """One run. ``partition`` is the day, ``first...last`` for a run over several days, or None.
+
+    ``materializations`` maps each asset to its last materialization's metadata, with
+    ``dagster/row_count`` summed over all the partitions the run materialized;
+    ``partition_materializations`` has every partition's own metadata (asset -> day -> metadata).
+    """
+
     run_id: str
     partition: str | None
     assets: list[str]
@@ -64,16 +77,18 @@ class RunOutcome:
     failed_steps: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     materializations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partition_materializations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
 class RefreshPlan:
     phases: list[tuple[bool, list[dg.AssetKey]]]  # (partitioned?, keys)
     days: list[str]
+    batches: list[list[list[str]]] = field(default_factory=list)  # per phase: the days of each run
 
     @property
     def run_count(self) -> int:
-        return sum(len(self.days) if p else 1 for p, _ in self.phases)
+        return sum(len(b) for b in self.batches)
 
 
 def plan_refresh(
@@ -119,7 +134,37 @@ def plan_refresh(
         part = graph.get(key).partitions_def is not None
         grouped.setdefault((p, part), []).append(key)
     phases = [(part, sorted(ks)) for (p, part), ks in sorted(grouped.items())]
-    return RefreshPlan(phases=phases, days=days)
+    order = instance.get_dynamic_partitions(event_days.name or "")
+    batches = [
+        _day_batches(days, order, _max_days_per_run(graph, ks)) if part else [[]]
+        for part, ks in phases
+    ]
+    return RefreshPlan(phases=phases, days=days, batches=batches)
+
+
+def _max_days_per_run(graph: Any, keys: list[dg.AssetKey]) -> int | None:
+    """The most days one run may cover: what every asset's backfill policy allows (no policy is
+    one day per run; a single-run policy has no limit)."""
+    limits = [
+        (graph.get(k).backfill_policy or dg.BackfillPolicy.multi_run(1)).max_partitions_per_run
+        for k in keys
+    ]
+    return min((n for n in limits if n is not None), default=None)
+
+
+def _day_batches(days: list[str], order: list[str], limit: int | None) -> list[list[str]]:
+    """Split ``days`` into runs. A run covers a partition *range*, and dynamic partitions are
+    ordered by when they were added, so a run holds days that are adjacent in ``order``, at
+    most ``limit`` of them."""
+    position = {d: i for i, d in enumerate(order)}
+    batches: list[list[str]] = []
+    for day in sorted(days, key=position.__getitem__):
+        last = batches[-1] if batches else None
+        if last and position[last[-1]] + 1 == position[day] and len(last) < (limit or len(days)):
+            last.append(day)
+        else:
+            batches.append([day])
+    return batches
 
 
 def execute_plan(
@@ -137,17 +182,22 @@ def execute_plan(
     job = defs.resolve_implicit_global_asset_job_def()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     outcomes: list[RunOutcome] = []
-    for partitioned, keys in plan.phases:
-        for day in plan.days if partitioned else [None]:
+    for (_, keys), batches in zip(plan.phases, plan.batches, strict=True):
+        for days in batches:
+            tags = {"mdp/source": "mdp run"}
+            if len(days) > 1:  # the tags a single-run backfill's run carries
+                tags[ASSET_PARTITION_RANGE_START_TAG] = days[0]
+                tags[ASSET_PARTITION_RANGE_END_TAG] = days[-1]
             result = job.execute_in_process(
                 run_config=run_config,
                 instance=instance,
-                partition_key=day,
+                partition_key=days[0] if len(days) == 1 else None,
                 asset_selection=keys,
                 raise_on_error=False,
-                tags={"mdp/source": "mdp run"},
+                tags=tags,
             )
-            outcome = _outcome(result, day, keys)
+            label = None if not days else days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
+            outcome = _outcome(result, label, keys)
             outcomes.append(outcome)
             if on_run_done:
                 on_run_done(outcome)
@@ -174,17 +224,28 @@ def _outcome(
             out.failed_steps.append(f"{ev.step_key}: {msg}")
         elif ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = ev.step_materialization_data.materialization
-            out.materializations[mat.asset_key.to_user_string()] = {
-                k: getattr(v, "value", v) for k, v in mat.metadata.items()
-            }
+            key = mat.asset_key.to_user_string()
+            md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+            if mat.partition is not None:
+                out.partition_materializations.setdefault(key, {})[mat.partition] = md
+                if (rows := _summed_rows(out, key)) is not None:
+                    md = {**md, "dagster/row_count": rows}
+            out.materializations[key] = md
         elif ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.asset_check_evaluation_data
             if not data.passed:
                 out.failed_checks.append(
                     f"{data.asset_key.to_user_string()}:{data.check_name}"
                     + (" (blocking)" if data.blocking else "")
+                    + (" (warn)" if data.severity == dg.AssetCheckSeverity.WARN else "")
                 )
     return out
+
+
+def _summed_rows(out: RunOutcome, key: str) -> int | None:
+    counts = [md.get("dagster/row_count") for md in out.partition_materializations[key].values()]
+    ints = [n for n in counts if isinstance(n, int)]
+    return sum(ints) if len(ints) == len(counts) else None
 
 
 if __name__ == "__main__":  # `python -m my_data_platform.runner`: prepare $DAGSTER_HOME

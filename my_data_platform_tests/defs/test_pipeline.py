@@ -90,7 +90,7 @@ def _assert_world_loaded_correctly(outcomes: list) -> None:
     gt = pl.read_parquet(get_settings().ground_truth_dir / "corruptions.parquet")
     landed = _landed_lines_by_day()
     assert len(landed) == CONFIG.days
-    per_day = {
+    per_day_counts = {
         str(d): (loaded, quarantined)
         for d, loaded, quarantined in _query(
             "SELECT e.landing_date, e.n, q.n FROM "
@@ -100,7 +100,7 @@ def _assert_world_loaded_correctly(outcomes: list) -> None:
         )
     }
     # nothing lost: every landed line is loaded or quarantined, per day, exactly
-    assert {d: lo + q for d, (lo, q) in per_day.items()} == landed
+    assert {d: lo + q for d, (lo, q) in per_day_counts.items()} == landed
     # every injected corruption kind is quarantined with its reason, in the exact amount
     got = Counter(
         {
@@ -142,18 +142,26 @@ def _assert_world_loaded_correctly(outcomes: list) -> None:
     assert _query(
         "SELECT count(*), count(*) FILTER (WHERE NOT image_decodable) FROM warehouse.photos"
     ) == [(CONFIG.photos, bad_images)]
-    # the reconciliation check ran and passed for each day, and metadata carries the counts
-    checks = [
-        c
+    # every day was loaded in one run (single-run backfill policy), each day's materialization
+    # carries that day's own counts, and the reconciliation check passed
+    days = sorted(landed)
+    assert [o.partition for o in outcomes if o.partition] == [f"{days[0]}...{days[-1]}"]
+    per_day = {
+        day: md
         for o in outcomes
-        for key, md in o.materializations.items()
-        if key == "lake/events"
-        for c in [md]
-    ]
-    assert len(checks) == CONFIG.days
-    for md in checks:
-        assert md["landed_lines"] == md["loaded"] + md["quarantined"]
+        for day, md in o.partition_materializations.get("lake/events", {}).items()
+    }
+    assert sorted(per_day) == days
+    for day, md in per_day.items():
+        assert md["landed_lines"] == landed[day] == md["loaded"] + md["quarantined"]
+        assert md["dagster/row_count"] == md["loaded"] == per_day_counts[day][0]
         assert md["duplicates"] >= 1 and md["extra_field_lines"] >= 1
+    warehouse = {
+        day: md["dagster/row_count"]
+        for o in outcomes
+        for day, md in o.partition_materializations.get("warehouse/events", {}).items()
+    }
+    assert warehouse == {d: n for d, (n, _) in per_day_counts.items()}
     assert all(not o.failed_checks for o in outcomes)
 
 

@@ -1,4 +1,4 @@
-"""The nightly build: the training dataset (and, later, the model trained from it).
+"""The nightly build: the training dataset and the model trained from it.
 
 The dataset is deliberately not eager: a dataset version is an audited commit that models are
 trained from, so we cut one a night, not one per landed file. The schedule skips (with a

@@ -20,14 +20,19 @@ whole prefix; the cursor grows by one ~30-byte digest per landed day (no per-fil
 The ``run_key`` of a day is its digest: built from every file key and etag of the day, so the
 same set of files is never processed twice (even if the cursor is lost), and a rewritten or
 late file changes the digest and runs the day again. New files for one day give one run.
+
+**First tick** (no cursor: a new instance, or the sensor just enabled): every landed day looks
+new, but days that ``mdp run``, the UI or a backfill already loaded are not. A day whose
+``lake/events`` partition is materialized is skipped, unless that materialization recorded a
+different landing digest (files landed or changed since it was loaded). The cursor still
+records every day, so later ticks behave as above. Likewise the photo sensor's first tick
+runs lake/photos only if the landed image set differs from the one it was last built from.
 """
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any
 
 import dagster as dg
@@ -40,6 +45,7 @@ from my_data_platform.defs.lake.assets import (
     PHOTOS_KEY,
     PHOTOS_QUARANTINE_KEY,
     event_day,
+    landing_digest,
     landing_events_prefix,
 )
 from my_data_platform.defs.lake.resources import ObjectStoreResource
@@ -59,20 +65,8 @@ EAGER_GROUPS = ("warehouse", "features")
 # --- pure planning (no Dagster) -------------------------------------------------------------
 
 
-def digest(objs: Iterable[ObjectInfo]) -> str:
-    """An order-independent fingerprint of a set of (key, etag): XOR of 64-bit sha1 prefixes.
-
-    Order independence lets the photo sensor update it incrementally with new keys.
-    """
-    return f"{_xor(_h(o) for o in objs):016x}"
-
-
-def _h(o: ObjectInfo) -> int:
-    return int.from_bytes(hashlib.sha1(f"{o.key}\0{o.etag}".encode()).digest()[:8], "big")
-
-
-def _xor(values: Iterable[int]) -> int:
-    return reduce(lambda a, b: a ^ b, values, 0)
+digest = landing_digest
+"""The fingerprint of a set of landed files (see ``lake.assets.landing_digest``)."""
 
 
 @dataclass
@@ -186,6 +180,48 @@ def _load_cursor(raw: str | None) -> dict[str, Any] | None:
     return data if data.get("v") == CURSOR_VERSION else None
 
 
+def already_loaded(instance: dg.DagsterInstance, days: Mapping[str, str]) -> set[str]:
+    """Which of ``days`` (day -> landing digest) the lake already holds from these same files.
+
+    Used on a first tick (no cursor), when every landed day looks new: a day whose lake/events
+    partition is materialized (by ``mdp run``, the UI, a backfill or an earlier sensor) is
+    skipped, unless its latest materialization recorded a different landing digest, i.e. files
+    landed or changed since it was loaded. Materializations that predate the digest count as
+    loaded. Two queries, whatever the number of days.
+    """
+    if not days:
+        return set()
+    latest = instance.get_latest_storage_id_by_partition(
+        EVENTS_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(days)
+    )
+    if not latest:
+        return set()
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EVENTS_KEY, storage_ids=list(latest.values())),
+        limit=len(latest),
+    ).records
+    loaded = set()
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None or mat.partition not in days:
+            continue
+        recorded = mat.metadata.get("landing_digest")
+        if recorded is None or getattr(recorded, "value", recorded) == days[mat.partition]:
+            loaded.add(mat.partition)
+    return loaded
+
+
+def photos_already_loaded(instance: dg.DagsterInstance, state: str) -> bool:
+    """Whether lake/photos was last materialized from exactly this set of landed images (or
+    before it recorded which), so a first tick need not run it again."""
+    event = instance.get_latest_materialization_event(PHOTOS_KEY)
+    mat = event.asset_materialization if event else None
+    if mat is None:
+        return False
+    recorded = mat.metadata.get("landing_digest")
+    return recorded is None or getattr(recorded, "value", recorded) == state
+
+
 # --- Dagster wiring -------------------------------------------------------------------------
 
 
@@ -210,20 +246,27 @@ def build_landing_events_sensor(
     def landing_events_sensor(
         context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
     ) -> dg.SensorResult:
+        cursor = _load_cursor(context.cursor)
         plan = plan_landing_events(
             object_store.get_store(),
-            _load_cursor(context.cursor),
+            cursor,
             now=clock(),
             recent_days=recent_days,
             full_rescan_seconds=full_rescan_seconds,
         )
+        changed = plan.changed
+        loaded: list[str] = []
+        if cursor is None:  # first tick: days loaded before the sensor ran are not new
+            loaded = sorted(already_loaded(context.instance, changed))
+            changed = {d: g for d, g in changed.items() if d not in loaded}
         existing = set(context.instance.get_dynamic_partitions(event_days.name or ""))
         new_days = sorted(d for d in plan.changed if d not in existing)
         context.log.info(
-            "listed %d objects (%s); %d changed days, %d new partitions",
+            "listed %d objects (%s); %d changed days, %d already loaded, %d new partitions",
             plan.listed,
             "full scan" if plan.full_scan else "resumed",
-            len(plan.changed),
+            len(changed),
+            len(loaded),
             len(new_days),
         )
         return dg.SensorResult(
@@ -234,7 +277,7 @@ def build_landing_events_sensor(
                     asset_selection=[EVENTS_KEY, EVENTS_QUARANTINE_KEY],
                     tags={"mdp/source": name, "mdp/landing_digest": dig},
                 )
-                for day, dig in sorted(plan.changed.items())
+                for day, dig in sorted(changed.items())
             ],
             dynamic_partitions_requests=[event_days.build_add_request(new_days)]
             if new_days
@@ -262,14 +305,17 @@ def build_landing_photos_sensor(
     def landing_photos_sensor(
         context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
     ) -> dg.SensorResult:
+        cursor = _load_cursor(context.cursor)
         plan = plan_landing_photos(
             object_store.get_store(),
-            _load_cursor(context.cursor),
+            cursor,
             now=clock(),
             full_rescan_seconds=full_rescan_seconds,
         )
         runs: Sequence[dg.RunRequest] = []
-        if plan.changed:
+        # first tick: images already in the manifest (e.g. from `mdp run`) are not new
+        loaded = cursor is None and photos_already_loaded(context.instance, plan.state)
+        if plan.changed and not loaded:
             runs = [
                 dg.RunRequest(
                     run_key=f"photos:{plan.state}",

@@ -5,8 +5,12 @@ published atomically, so re-materializing a partition replaces it in one step.
 """
 
 import datetime as dt
+import hashlib
 import io
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import reduce
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -15,10 +19,10 @@ import pyarrow.parquet as pq
 
 from my_data_platform.core.events import ingest_day
 from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
-from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
+from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import markdown_preview, table_metadata
-from my_data_platform.defs.partitions import event_days
+from my_data_platform.defs.partitions import event_days, event_days_backfill_policy
 from my_data_platform.defs.sources.resources import OLTPResource
 
 EVENTS_KEY = dg.AssetKey(["lake", "events"])
@@ -70,6 +74,22 @@ def event_day(key: str) -> str | None:
     return day if len(day) == 10 else None
 
 
+def landing_digest(objs: Iterable[ObjectInfo]) -> str:
+    """An order-independent fingerprint of a set of landed files (key, etag): the XOR of 64-bit
+    sha1 prefixes. It is the landing sensor's run key for a day and is recorded on each
+    lake/events materialization, so "these exact files were loaded" can be checked later.
+    Order independence lets the photo sensor update it incrementally with new keys."""
+    return f"{_xor(_file_hash(o) for o in objs):016x}"
+
+
+def _file_hash(o: ObjectInfo) -> int:
+    return int.from_bytes(hashlib.sha1(f"{o.key}\0{o.etag}".encode()).digest()[:8], "big")
+
+
+def _xor(values: Iterable[int]) -> int:
+    return reduce(lambda a, b: a ^ b, values, 0)
+
+
 def list_landed_days(store: ObjectStore) -> list[str]:
     """Every landing day that has at least one event file, sorted."""
     return sorted({d for o in store.list("landing/events/") if (d := event_day(o.key))})
@@ -107,13 +127,16 @@ def _parse_day(day: str) -> dt.date:
         ),
     ],
     partitions_def=event_days,
+    backfill_policy=event_days_backfill_policy,
     group_name="lake",
     check_specs=[
         dg.AssetCheckSpec(
             RECONCILE_CHECK,
             asset=EVENTS_KEY,
             blocking=True,
-            description="Landed lines = loaded rows + quarantined rows, exactly, for the day.",
+            description=(
+                "Landed lines = loaded rows + quarantined rows, exactly, for every day of the run."
+            ),
         )
     ],
     can_subset=False,
@@ -121,18 +144,81 @@ def _parse_day(day: str) -> dt.date:
 def lake_events(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource, oltp: OLTPResource
 ):
-    day = context.partition_key
-    date = _parse_day(day)
+    """One day per partition; a run over a partition range (a single-run backfill) ingests its
+    days one after the other, so memory is that of one day. Each day's materialization carries
+    that day's own counts; the reconciliation check passes only if every day reconciles."""
+    days = list(context.partition_keys)
+    dates = {day: _parse_day(day) for day in days}
     store = object_store.get_store()
-    prefix = landing_events_prefix(day)
-    keys = [o.key for o in store.list(prefix) if event_day(o.key) == day]
-    if not keys:
+    # List every day first: a range with a day that has no files fails before writing anything.
+    landed = {
+        day: [o for o in store.list(landing_events_prefix(day)) if event_day(o.key) == day]
+        for day in days
+    }
+    missing = [day for day in days if not landed[day]]
+    if missing:
         raise dg.Failure(
-            f"no landed event files for partition {day}: nothing under {prefix!r} in "
-            f"{store.describe()}"
+            "; ".join(
+                f"no landed event files for partition {day}: nothing under "
+                f"{landing_events_prefix(day)!r} in {store.describe()}"
+                for day in missing
+            )
         )
     user_ids = oltp.read_ids("users", "user_id")
     photo_ids = oltp.read_ids("photos", "photo_id")
+    per_day = {
+        day: _ingest_partition(context, store, day, dates[day], landed[day], user_ids, photo_ids)
+        for day in days
+    }
+    totals = {k: sum(c[k] for c in per_day.values()) for k in COUNT_KEYS}
+    unreconciled = [
+        d for d, c in per_day.items() if c["landed_lines"] != c["loaded"] + c["quarantined"]
+    ]
+    if len(days) > 1:
+        context.log.info(
+            "%d days %s..%s: %d landed lines, %d loaded, %d quarantined",
+            len(days), days[0], days[-1],
+            totals["landed_lines"], totals["loaded"], totals["quarantined"],
+        )  # fmt: skip
+    # Per-day metadata was attached to each partition's materialization by _ingest_partition.
+    yield dg.MaterializeResult(asset_key=EVENTS_KEY)
+    yield dg.MaterializeResult(asset_key=EVENTS_QUARANTINE_KEY)
+    yield dg.AssetCheckResult(
+        check_name=RECONCILE_CHECK,
+        asset_key=EVENTS_KEY,
+        passed=not unreconciled,
+        metadata={
+            **totals,
+            "days": len(days),
+            "days_not_reconciled": ", ".join(unreconciled),
+            "per_day": dg.MetadataValue.md(_per_day_table(per_day)),
+        },
+    )
+
+
+COUNT_KEYS = (
+    "files",
+    "landed_lines",
+    "loaded",
+    "quarantined",
+    "duplicates",
+    "file_errors",
+    "extra_field_lines",
+)
+
+
+def _ingest_partition(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    day: str,
+    date: dt.date,
+    objects: list[ObjectInfo],
+    user_ids: Any,
+    photo_ids: Any,
+) -> dict[str, int]:
+    """Ingest one landing day into the lake and attach its metadata to that day's
+    materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
+    keys = [o.key for o in objects]
     with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3
         payloads = list(pool.map(store.get_bytes, keys))
     result = ingest_day(zip(keys, payloads, strict=True), date, user_ids, photo_ids)
@@ -151,43 +237,39 @@ def lake_events(
         stats.duplicates,
         stats.file_errors,
     )
-    counts = {
-        "files": stats.files,
-        "landed_lines": stats.landed_lines,
-        "loaded": stats.loaded,
-        "quarantined": stats.quarantined,
-        "duplicates": stats.duplicates,
-        "file_errors": stats.file_errors,
-        "extra_field_lines": stats.extra_field_lines,
-    }
-    yield dg.MaterializeResult(
-        asset_key=EVENTS_KEY,
-        metadata={
+    counts = {k: int(getattr(stats, k)) for k in COUNT_KEYS}
+    context.add_asset_metadata(
+        {
             **table_metadata(result.events),
             **counts,
+            "landing_digest": landing_digest(objects),
             "dagster/uri": store.uri(lake_events_object(day)),
         },
+        asset_key=EVENTS_KEY,
+        partition_key=day,
     )
     reasons = pl.DataFrame(
         {"reason": list(stats.reasons), "count": list(stats.reasons.values())},
         schema={"reason": pl.String, "count": pl.Int64},
     ).sort("count", descending=True)
-    yield dg.MaterializeResult(
-        asset_key=EVENTS_QUARANTINE_KEY,
-        metadata={
+    context.add_asset_metadata(
+        {
             **table_metadata(result.quarantine),
             "quarantined": stats.quarantined,
             "file_errors": stats.file_errors,
             "reasons": dg.MetadataValue.md(markdown_preview(reasons, rows=50)),
             "dagster/uri": store.uri(lake_events_quarantine_object(day)),
         },
+        asset_key=EVENTS_QUARANTINE_KEY,
+        partition_key=day,
     )
-    yield dg.AssetCheckResult(
-        check_name=RECONCILE_CHECK,
-        asset_key=EVENTS_KEY,
-        passed=stats.landed_lines == stats.loaded + stats.quarantined,
-        metadata=counts,
-    )
+    return counts
+
+
+def _per_day_table(per_day: dict[str, dict[str, int]]) -> str:
+    cols = ("landed_lines", "loaded", "quarantined")
+    df = pl.DataFrame([{"day": d, **{k: c[k] for k in cols}} for d, c in per_day.items()])
+    return markdown_preview(df, rows=len(per_day))
 
 
 @dg.multi_asset(
@@ -258,6 +340,7 @@ def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreReso
         metadata={
             **table_metadata(manifest),
             "newly_inspected": todo.height,
+            "landing_digest": landing_digest(landed),
             "undecodable": bad.num_rows,
             "total_bytes": int(pa.compute.sum(manifest["bytes"]).as_py() or 0),
             "dagster/uri": store.uri(PHOTOS_MANIFEST_OBJECT),

@@ -1,14 +1,18 @@
 """The warehouse: DuckDB tables (on DuckLake) that analysts query with SQL.
 
 Tables follow asset keys (``warehouse/events`` is ``warehouse.events``). Tables produced from
-DataFrames go through the DuckLake IO manager, which replaces a partition inside one
-transaction; tables that are pure SQL run inside the warehouse as one transaction too.
+DataFrames or Arrow streams go through the DuckLake IO manager, which replaces a partition (or
+a whole partition range, for a single-run backfill) inside one transaction; tables that are
+pure SQL run inside the warehouse as one transaction too.
 """
+
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
 
-from my_data_platform.core.objectstore import ObjectNotFoundError
+from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
 from my_data_platform.core.warehouse import transaction
 from my_data_platform.defs.lake.assets import (
     PHOTOS_MANIFEST_OBJECT,
@@ -18,7 +22,7 @@ from my_data_platform.defs.lake.assets import (
 )
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import table_metadata
-from my_data_platform.defs.partitions import event_days
+from my_data_platform.defs.partitions import event_days, event_days_backfill_policy
 from my_data_platform.defs.sources.resources import OLTPResource
 from my_data_platform.defs.warehouse.resources import WarehouseResource
 
@@ -88,54 +92,83 @@ def warehouse_photos(
     return out.sort("photo_id")
 
 
+def lake_days_stream(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    object_of_day: Callable[[str], str],
+    lake_asset: str,
+) -> pa.RecordBatchReader:
+    """The lake Parquet of every day in the run's partition range, as one Arrow stream.
+
+    Days are read one at a time while the IO manager inserts them, so a single-run backfill of
+    N days holds one day in memory, not N. As each day is read, its row count, schema and
+    preview become the metadata of that day's materialization (overriding the IO manager's
+    figures for the whole range). Every file is checked up front, so a missing day fails the
+    run before the warehouse is touched.
+    """
+    days = list(context.partition_keys)
+    keys = {day: object_of_day(day) for day in days}
+    missing = [key for key in keys.values() if not store.exists(key)]
+    if missing:
+        raise dg.Failure(
+            f"lake file(s) {', '.join(repr(k) for k in missing)} missing: "
+            f"materialize {lake_asset} first"
+        )
+    pending: dict[str, pa.Table] = {}
+    try:
+        pending[days[0]] = read_parquet(store, keys[days[0]])
+    except ObjectNotFoundError:  # deleted since the check
+        raise dg.Failure(
+            f"lake file {keys[days[0]]!r} is missing: materialize {lake_asset} first"
+        ) from None
+    schema = pending[days[0]].schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for day in days:
+            table = pending.pop(day) if day in pending else read_parquet(store, keys[day])
+            if not table.schema.equals(schema):
+                table = table.cast(schema)  # raises if a day's columns do not fit the others
+            context.add_asset_metadata(table_metadata(table), partition_key=day)
+            yield from table.to_batches()
+            del table
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 @dg.asset(
     key=["warehouse", "events"],
     deps=[["lake", "events"]],
     partitions_def=event_days,
+    backfill_policy=event_days_backfill_policy,
     group_name="warehouse",
-    kinds={"duckdb", "polars"},
+    kinds={"duckdb", "parquet"},
     metadata={"partition_expr": "landing_date"},
 )
 def warehouse_events(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource
-) -> pl.DataFrame:
-    """Clean activity events for one landing day: the fact table behind every engagement
-    metric, feature and label. Replaces its day atomically when re-materialized."""
-    store = object_store.get_store()
-    key = lake_events_object(context.partition_key)
-    try:
-        table = read_parquet(store, key)
-    except ObjectNotFoundError:
-        raise dg.Failure(f"lake file {key!r} is missing: materialize lake/events first") from None
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df
+) -> pa.RecordBatchReader:
+    """Clean activity events, one landing day per partition: the fact table behind every
+    engagement metric, feature and label. Re-materializing days replaces them atomically."""
+    return lake_days_stream(context, object_store.get_store(), lake_events_object, "lake/events")
 
 
 @dg.asset(
     key=["warehouse", "events_quarantine"],
     deps=[["lake", "events_quarantine"]],
     partitions_def=event_days,
+    backfill_policy=event_days_backfill_policy,
     group_name="warehouse",
-    kinds={"duckdb", "polars"},
+    kinds={"duckdb", "parquet"},
     metadata={"partition_expr": "landing_date"},
 )
 def warehouse_events_quarantine(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource
-) -> pl.DataFrame:
-    """Quarantined event lines for one landing day, queryable by analysts and data owners:
-    the original text, file, line and reason of everything that was not loaded."""
-    store = object_store.get_store()
-    key = lake_events_quarantine_object(context.partition_key)
-    try:
-        table = read_parquet(store, key)
-    except ObjectNotFoundError:
-        raise dg.Failure(
-            f"lake file {key!r} is missing: materialize lake/events_quarantine first"
-        ) from None
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    return df
+) -> pa.RecordBatchReader:
+    """Quarantined event lines, one landing day per partition, queryable by analysts and data
+    owners: the original text, file, line and reason of everything that was not loaded."""
+    return lake_days_stream(
+        context, object_store.get_store(), lake_events_quarantine_object, "lake/events_quarantine"
+    )
 
 
 ENGAGEMENT_SQL = """
@@ -166,7 +199,7 @@ def photo_engagement_daily(warehouse: WarehouseResource) -> dg.MaterializeResult
     computed in SQL inside the warehouse: the daily engagement report analysts start from.
     Late events count on the day they happened, not the day they landed."""
     with warehouse.connect() as conn:
-        with transaction(conn):
+        with warehouse.writing(), transaction(conn):
             conn.execute(ENGAGEMENT_SQL)
         sample = conn.execute(
             "SELECT * FROM warehouse.photo_engagement_daily LIMIT 5"

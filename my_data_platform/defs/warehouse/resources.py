@@ -8,9 +8,11 @@ and never both.
 
 from __future__ import annotations
 
+import fcntl
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -37,19 +39,21 @@ class DuckLakeClient(DbClient):
 
     @contextmanager
     def connect(self, context: Any, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = wh.connect(self.location, self.store_resource.get_store())
-        try:
-            # Schemas are created before the transaction: two steps creating the same schema
-            # in parallel transactions would otherwise conflict at commit.
-            _retry(
-                lambda: conn.execute(
-                    f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table_slice.schema)}"
+        writing = isinstance(context, dg.OutputContext)
+        with writer_lock(self.location) if writing else nullcontext():
+            conn = wh.connect(self.location, self.store_resource.get_store())
+            try:
+                # Schemas are created before the transaction: two steps creating the same
+                # schema in parallel transactions would otherwise conflict at commit.
+                _retry(
+                    lambda: conn.execute(
+                        f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table_slice.schema)}"
+                    )
                 )
-            )
-            with wh.transaction(conn):
-                yield conn
-        finally:
-            conn.close()
+                with wh.transaction(conn):
+                    yield conn
+            finally:
+                conn.close()
 
     @staticmethod
     def ensure_schema_exists(context: Any, table_slice: TableSlice, connection: Any) -> None:
@@ -66,6 +70,42 @@ class DuckLakeClient(DbClient):
         return DuckDbClient.get_select_statement(table_slice)
 
 
+@contextmanager
+def writer_lock(location: wh.WarehouseLocation, timeout_s: float = 1800) -> Iterator[None]:
+    """Makes writers of a SQLite-backed DuckLake catalog take turns, across processes.
+
+    A DuckLake transaction reads the SQLite catalog when it starts and writes it at commit, so
+    when two write transactions overlap (two steps of one run, or two runs) SQLite refuses the
+    second commit with "database is locked"; a SQLite busy timeout does not help. Each writer
+    therefore holds an exclusive ``flock`` on a file next to the catalog for its whole
+    transaction. Readers are not affected. PostgreSQL catalogs need no lock: DuckLake retries
+    conflicting commits there.
+    """
+    kind, _, path = location.catalog.partition(":")
+    if kind != "sqlite":
+        yield
+        return
+    lock_path = Path(path + ".writer.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+b") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise wh.WarehouseError(
+                        f"another writer has held {location.describe()} for over {timeout_s:.0f}s"
+                        f" (lock file {lock_path})"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _retry(fn: Any, attempts: int = 8) -> Any:
     for i in range(attempts):
         try:
@@ -78,7 +118,12 @@ def _retry(fn: Any, attempts: int = 8) -> Any:
 
 
 class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
-    """Stores Polars frames (and Arrow tables) by column name; loads Polars frames."""
+    """Stores Polars frames, Arrow tables and Arrow streams by column name; loads Polars frames.
+
+    An Arrow stream (``pa.RecordBatchReader``) is inserted as it is read, so an asset that
+    outputs a partition range (a single-run backfill) can hand over one day at a time and the
+    run never holds the whole range in memory.
+    """
 
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Any, connection: Any
@@ -90,18 +135,29 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
                 for n, t in obj.schema.items()
                 if isinstance(t, pl.Array)
             )
-        arrow = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
+        data = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
         # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
         target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
-        connection.register("mdp_output", arrow)
+        # The table is created from the schema alone: a stream can be read only once.
+        connection.register("mdp_output_schema", data.schema.empty_table())
+        connection.register("mdp_output", data)
         try:
             connection.execute(
-                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM mdp_output LIMIT 0"  # noqa: S608
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM mdp_output_schema"  # noqa: S608
             )
-            connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM mdp_output")  # noqa: S608
+            inserted = connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM mdp_output"  # noqa: S608
+            ).fetchone()
         finally:
             connection.unregister("mdp_output")
-        return table_metadata(arrow)
+            connection.unregister("mdp_output_schema")
+        if isinstance(data, pa.Table):
+            return table_metadata(data)
+        # A stream is gone once inserted: preview what was written, inside this transaction.
+        sample = connection.execute(
+            f"{DuckDbClient.get_select_statement(table_slice)} LIMIT 5"
+        ).fetch_arrow_table()
+        return table_metadata(sample, row_count=int(inserted[0]) if inserted else 0)
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection: Any
@@ -114,7 +170,7 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
 
     @property
     def supported_types(self) -> Sequence[type]:
-        return [pl.DataFrame, pa.Table]
+        return [pl.DataFrame, pa.Table, pa.RecordBatchReader]
 
 
 class DuckLakeIOManager(DuckDBIOManager):
@@ -168,3 +224,7 @@ class WarehouseResource(dg.ConfigurableResource):
             yield conn
         finally:
             conn.close()
+
+    def writing(self) -> Any:
+        """Hold while writing to the warehouse (see ``writer_lock``)."""
+        return writer_lock(self.location())

@@ -59,6 +59,8 @@ def test_schedule_through_dagster_uses_the_env_timezone(
     assert schedule.cron_schedule == "0 2 * * *"
     job = defs.resolve_job_def(schedule.job_name)
     assert DATASET in job.asset_layer.selected_asset_keys
+    # the nightly job builds the dataset and trains the model from it
+    assert dg.AssetKey(["training", "popularity_model"]) in job.asset_layer.selected_asset_keys
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(
             instance=instance,

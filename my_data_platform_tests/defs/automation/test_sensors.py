@@ -147,6 +147,60 @@ def test_events_sensor_new_days_rewrites_and_late_files(lake: LocalObjectStore) 
     assert t.tick().run_requests == []
 
 
+def test_events_sensor_first_tick_skips_days_already_loaded(lake: LocalObjectStore) -> None:
+    """With no cursor (new instance, sensor just enabled), days the lake already holds from the
+    same files are not run again; days loaded from other files, and new days, are."""
+    t = Ticker(build_landing_events_sensor(recent_days=3), lake)
+    same = land(lake, "2024-03-01", "part-0")  # loaded (e.g. by `mdp run`) from these files
+    land(lake, "2024-03-02", "part-0")  # loaded before digests were recorded
+    before = land(lake, "2024-03-03", "part-0")  # loaded, then another file landed
+    after = land(lake, "2024-03-03", "part-1")
+    new = land(lake, "2024-03-04", "part-0")  # never loaded
+    t.instance.add_dynamic_partitions("event_days", ["2024-03-01", "2024-03-02", "2024-03-03"])
+    for day, recorded in [
+        ("2024-03-01", digest([same])),
+        ("2024-03-02", None),
+        ("2024-03-03", digest([before])),
+    ]:
+        t.instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                EVENTS_KEY,
+                partition=day,
+                metadata={"landing_digest": recorded} if recorded else {},
+            )
+        )
+
+    first = t.tick()
+    assert days_of(first) == ["2024-03-03", "2024-03-04"]
+    assert [r.run_key for r in first.run_requests or []] == [
+        f"2024-03-03:{digest([before, after])}",
+        f"2024-03-04:{digest([new])}",
+    ]
+    assert [list(r.partition_keys) for r in first.dynamic_partitions_requests or []] == [
+        ["2024-03-04"]
+    ]
+    # the cursor knows every day, skipped ones included: later ticks are as before
+    assert sorted(json.loads(first.cursor or "")["days"]) == [
+        "2024-03-01",
+        "2024-03-02",
+        "2024-03-03",
+        "2024-03-04",
+    ]
+    assert t.tick().run_requests == []
+    rewritten = land(lake, "2024-03-02", "part-0", b"rewritten")
+    (req,) = t.tick().run_requests or []
+    assert (req.partition_key, req.run_key) == ("2024-03-02", f"2024-03-02:{digest([rewritten])}")
+
+
+def test_events_sensor_first_tick_on_an_empty_instance_requests_every_day(
+    lake: LocalObjectStore,
+) -> None:
+    land(lake, "2024-03-01", "part-0")
+    land(lake, "2024-03-02", "part-0")
+    t = Ticker(build_landing_events_sensor(), lake)
+    assert days_of(t.tick()) == ["2024-03-01", "2024-03-02"]
+
+
 def test_events_sensor_old_days_wait_for_the_full_rescan(lake: LocalObjectStore) -> None:
     clock = Clock()
     sensor = build_landing_events_sensor(recent_days=1, full_rescan_seconds=3600, clock=clock)
@@ -235,6 +289,27 @@ def test_photos_sensor_new_and_rewritten_images(lake: LocalObjectStore) -> None:
     (rescan,) = t.tick().run_requests or []
     assert rescan.run_key == f"photos:{digest([p1_new, p2, p3])}"
     assert t.tick().run_requests == []
+
+
+def test_photos_sensor_first_tick_skips_an_image_set_already_loaded(
+    lake: LocalObjectStore,
+) -> None:
+    p1 = lake.put_bytes("landing/photos/00000001.jpg", b"a")
+    t = Ticker(build_landing_photos_sensor(), lake)
+    t.instance.report_runless_asset_event(
+        dg.AssetMaterialization(PHOTOS_KEY, metadata={"landing_digest": digest([p1])})
+    )
+    assert t.tick().run_requests == []  # the manifest was built from these very images
+    p2 = lake.put_bytes("landing/photos/00000002.jpg", b"b")
+    (req,) = t.tick().run_requests or []  # later ticks as before
+    assert req.run_key == f"photos:{digest([p1, p2])}"
+
+    t2 = Ticker(build_landing_photos_sensor(), lake)  # a manifest built before p2 landed
+    t2.instance.report_runless_asset_event(
+        dg.AssetMaterialization(PHOTOS_KEY, metadata={"landing_digest": digest([p1])})
+    )
+    (req,) = t2.tick().run_requests or []
+    assert req.run_key == f"photos:{digest([p1, p2])}"
 
 
 def test_dagster_accepts_the_sensor_result_for_a_new_partition(

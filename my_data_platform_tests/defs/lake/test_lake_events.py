@@ -1,0 +1,65 @@
+"""lake/events over a partition range (a single-run backfill's run) and the runs `mdp run` makes."""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from my_data_platform.defs.lake.assets import lake_events, lake_events_object
+from my_data_platform.defs.lake.resources import (
+    LocalObjectStoreResource,
+    object_store_from_settings,
+)
+from my_data_platform.defs.sources.resources import OLTPResource
+from my_data_platform.runner import _day_batches
+from my_data_platform.settings import get_settings
+from my_data_platform.synth import WorldConfig, generate_world
+
+
+def test_a_range_with_a_day_without_files_fails_before_writing_anything(data_env: Path) -> None:
+    s = get_settings()
+    store = object_store_from_settings()
+    summary = generate_world(
+        WorldConfig(days=1, users=10, photos=20, events_per_day=200, seed=1),
+        store,
+        s.oltp_url,
+        s.ground_truth_dir,
+    )
+    day = str(summary.days[0])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("event_days", [day, "2030-01-01"])
+        result = dg.materialize(
+            [lake_events],
+            instance=instance,
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: day,
+                ASSET_PARTITION_RANGE_END_TAG: "2030-01-01",
+            },
+            resources={
+                "object_store": LocalObjectStoreResource(root=str(data_env / "lake")),
+                "oltp": OLTPResource(url=s.oltp_url),
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "landing/events/date=2030-01-01/" in message and day not in message
+    assert not store.exists(lake_events_object(day))  # the good day was not written either
+
+
+def test_mdp_run_groups_days_into_partition_ranges() -> None:
+    """A run covers a range of the dynamic partitions, which are ordered by when they were
+    added: days that landed out of order, or a partition with no files, split the runs."""
+    order = ["2024-03-01", "2024-03-03", "2030-01-01", "2024-03-02", "2024-03-04"]
+    days = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"]  # landed, sorted
+    assert _day_batches(days, order, None) == [
+        ["2024-03-01", "2024-03-03"],
+        ["2024-03-02", "2024-03-04"],
+    ]
+    assert _day_batches(days, days, None) == [days]  # the usual case: one run
+    assert _day_batches(days, days, 1) == [[d] for d in days]  # no backfill policy
+    assert _day_batches(days, days, 3) == [days[:3], days[3:]]  # multi_run(3)
