@@ -58,7 +58,9 @@ def dataset_name(commit_id: str) -> str:
 # connection -----------------------------------------------------------------------------------
 
 
-def connect_fiftyone(database_uri: str, database_name: str = "fiftyone") -> ModuleType:
+def connect_fiftyone(
+    database_uri: str, database_name: str = "fiftyone", *, bundled: bool = False
+) -> ModuleType:
     """The ``fiftyone`` module, connected to ``database_uri``/``database_name``.
 
     FiftyOne reads its database from the environment when it is first imported and keeps one
@@ -69,6 +71,10 @@ def connect_fiftyone(database_uri: str, database_name: str = "fiftyone") -> Modu
     os.environ["FIFTYONE_DATABASE_URI"] = database_uri
     os.environ["FIFTYONE_DATABASE_NAME"] = database_name
     os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    if bundled:
+        # the bundled mongod is the known 6.0.5 build; FiftyOne's version check would only warn
+        # about it on every connection. A production URI keeps the check.
+        os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
     # set by FiftyOne when it started its own mongod; it would override our URI's port
     os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
     already = "fiftyone" in sys.modules

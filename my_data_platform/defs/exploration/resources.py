@@ -55,7 +55,7 @@ class FiftyOneResource(dg.ConfigurableResource):
 
     def get_fiftyone(self) -> ModuleType:
         """The ``fiftyone`` module, connected to this resource's database."""
-        return connect_fiftyone(self.uri(), self.database_name)
+        return connect_fiftyone(self.uri(), self.database_name, bundled=not self.database_uri)
 
 
 def fiftyone_resource_from_settings() -> FiftyOneResource:
