@@ -179,7 +179,7 @@ def _print_run_summary(outcomes: list[Any], seconds: float) -> None:
     for o in outcomes:
         for key, md in o.materializations.items():
             r = rows.setdefault(key, {"materializations": 0, "rows": 0})
-            r["materializations"] += 1
+            r["materializations"] += len(o.partition_materializations.get(key, {})) or 1
             n = md.get("dagster/row_count")
             if isinstance(n, int):
                 r["rows"] += n
