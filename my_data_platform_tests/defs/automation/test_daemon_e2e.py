@@ -73,11 +73,21 @@ def test_new_day_flows_through_sensor_and_automation(
             deadline = time.monotonic() + TIMEOUT_S
             warehouse_days: set[str] = set()
             features_refreshed = False
+            sensors: set[str] = set()
             while time.monotonic() < deadline:
                 time.sleep(5)
                 warehouse_days = instance.get_materialized_partitions(WAREHOUSE_EVENTS)
                 features_refreshed = _latest(instance, *FEATURES) > before["features"]
-                if new_day in warehouse_days and features_refreshed:
+                # a materialization lands before its run ends: wait for the runs to succeed
+                done = instance.get_runs(
+                    filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS])
+                )
+                sensors = {r.tags.get("dagster/sensor_name") for r in done} - {None}
+                if (
+                    new_day in warehouse_days
+                    and features_refreshed
+                    and {"landing_events_sensor", "eager_automation_sensor"} <= sensors
+                ):
                     break
             assert new_day in warehouse_days and features_refreshed, (
                 f"not refreshed within {TIMEOUT_S}s: warehouse days {sorted(warehouse_days)}, "
@@ -85,10 +95,10 @@ def test_new_day_flows_through_sensor_and_automation(
                 + (tmp_path / "dagster_dev.log").read_text()[-3000:]
             )
             # the runs were launched by the daemon (sensor / automation), not by a command
-            runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))
-            sensors = {r.tags.get("dagster/sensor_name") for r in runs} - {None}
-            assert "landing_events_sensor" in sensors, [r.tags for r in runs]
-            assert "eager_automation_sensor" in sensors, [r.tags for r in runs]
+            runs = instance.get_runs()
+            summary = [(r.status.value, r.tags.get("dagster/sensor_name")) for r in runs]
+            assert "landing_events_sensor" in sensors, summary
+            assert "eager_automation_sensor" in sensors, summary
         query = f"SELECT count(*) AS n FROM warehouse.events WHERE landing_date = '{new_day}'"
         sql = _mdp(env, "sql", "--format", "json", query)
         assert sql.returncode == 0 and '"n": 0' not in sql.stdout, sql.stdout + sql.stderr
