@@ -85,6 +85,32 @@ def split_counts(df: pl.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def label_balance_png(counts: Mapping[str, Mapping[str, float]]) -> bytes | None:
+    """A stacked bar chart of positive / negative examples per split (PNG), for metadata;
+    ``None`` when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    splits = list(counts)
+    pos = [counts[s]["examples"] * counts[s]["positive_rate"] for s in splits]
+    neg = [counts[s]["examples"] - p for s, p in zip(splits, pos, strict=True)]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.bar(splits, neg, label="not popular", color="#9ecae1")
+    ax.bar(splits, pos, bottom=neg, label="popular", color="#3182bd")
+    for i, s in enumerate(splits):
+        ax.text(i, neg[i] + pos[i], f"{counts[s]['positive_rate']:.1%}", ha="center", va="bottom")
+    ax.set(ylabel="examples", title="label balance by split")
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def dataset_card(examples: pl.DataFrame, images: pl.DataFrame, upstream: Mapping[str, str]) -> str:
     """The card depends only on the data and its upstream versions (no build time), so the
     same inputs give the same bytes and re-publishing them is a no-op."""

@@ -121,6 +121,7 @@ def test_dataset_published_to_main_by_commit_id(world: dict) -> None:
     mats = {k: md for o in world["outcomes"] for k, md in o.materializations.items()}
     md = mats["datasets/popularity"]
     assert md["published"] is True
+    assert "data:image/png;base64," in md["label_balance"]  # the plot people look at
     vs = version_store_from_settings()
     assert vs.branch_head("main") == md["dataset_commit"]
     assert vs.list_tags()[md["tag"]] == md["dataset_commit"]

@@ -7,6 +7,7 @@ untouched and keeps the branch for debugging. Downstream assets read the commit 
 this asset's metadata, never "latest".
 """
 
+import base64
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -142,6 +143,12 @@ def popularity_dataset(
         "positive_rate": round(float(staged["label"].mean() or 0.0), 4),
         "splits": counts,
     }
+    balance = D.label_balance_png(counts)
+    if balance:
+        data = base64.b64encode(balance).decode()
+        base_md["label_balance"] = dg.MetadataValue.md(
+            f"![label balance](data:image/png;base64,{data})"
+        )
     if failed:
         context.log.error("audit failed on branch %s: %s; main untouched", branch, failed)
         # an observation puts the outcome on the asset itself without marking it updated
