@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,7 @@ _ENV_VARS = [
     "MDP_WAREHOUSE_DATA_PATH",
     "DAGSTER_HOME",
     "MDP_FIFTYONE_DATABASE_URI",
+    "MDP_VERSIONING",
     "MDP_FIFTYONE_DATABASE_NAME",
 ]
 
@@ -54,6 +57,40 @@ def data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     reset_settings()
     yield data
     reset_settings()
+
+
+@contextlib.contextmanager
+def pipeline_world(
+    tmp_path_factory: pytest.TempPathFactory, name: str, config: Any, select: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """A generated world in a fresh data dir and Dagster instance, with ``select`` (default:
+    everything) materialized through ``mdp run``'s runner. For module-scoped fixtures."""
+    import dagster as dg
+
+    from my_data_platform.defs.lake.resources import object_store_from_settings
+    from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
+    from my_data_platform.settings import get_settings
+    from my_data_platform.synth import generate_world
+
+    data = tmp_path_factory.mktemp(name) / "data"
+    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+        for var in _ENV_VARS:
+            mp.delenv(var, raising=False)
+        mp.setenv("MDP_DATA_DIR", str(data))
+        mp.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+        reset_settings()
+        try:
+            s = get_settings()
+            generate_world(config, object_store_from_settings(), s.oltp_url, s.ground_truth_dir)
+            defs = load_definitions()
+            outcomes = execute_plan(defs, instance, plan_refresh(defs, instance, select))
+            mats = {k: md for o in outcomes for k, md in o.materializations.items()}
+            yield {
+                "data": data, "instance": instance, "outcomes": outcomes, "defs": defs,
+                "mats": mats,
+            }  # fmt: skip
+        finally:
+            reset_settings()
 
 
 def free_port() -> int:

@@ -14,9 +14,9 @@ from my_data_platform.cli import app
 from my_data_platform.core import features as F
 from my_data_platform.defs.features.assets import feature_object
 from my_data_platform.defs.lake.resources import object_store_from_settings
-from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
-from my_data_platform.settings import get_settings, reset_settings
-from my_data_platform.synth import WorldConfig, generate_world
+from my_data_platform.runner import execute_plan, plan_refresh
+from my_data_platform.synth import WorldConfig
+from my_data_platform_tests.conftest import pipeline_world
 
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=5)
 TABLES = [
@@ -30,19 +30,8 @@ TABLES = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    data = tmp_path_factory.mktemp("features") / "data"
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("MDP_DATA_DIR", str(data))
-        mp.setenv("DAGSTER_HOME", str(data / "dagster_home"))
-        for name in ("MDP_OBJECT_STORE", "MDP_OLTP_URL", "MDP_WAREHOUSE_CATALOG"):
-            mp.delenv(name, raising=False)
-        reset_settings()
-        s = get_settings()
-        generate_world(CONFIG, object_store_from_settings(), s.oltp_url, s.ground_truth_dir)
-        defs = load_definitions()
-        outcomes = execute_plan(defs, instance, plan_refresh(defs, instance, None))
-        yield {"data": data, "instance": instance, "outcomes": outcomes, "defs": defs}
-        reset_settings()
+    with pipeline_world(tmp_path_factory, "features", CONFIG) as w:
+        yield w
 
 
 def _table(name: str) -> pl.DataFrame:

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from my_data_platform.cli import app
 from my_data_platform.core import model_registry as R
 from my_data_platform.defs.lake.resources import object_store_from_settings
-from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
-from my_data_platform.settings import get_settings, reset_settings
-from my_data_platform.synth import WorldConfig, generate_world
+from my_data_platform.settings import reset_settings
+from my_data_platform.synth import WorldConfig
+from my_data_platform_tests.conftest import pipeline_world
 
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=11)
 SELECT = '+key:"training/popularity_model"'
@@ -22,20 +22,8 @@ SELECT = '+key:"training/popularity_model"'
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    data = tmp_path_factory.mktemp("training") / "data"
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("MDP_DATA_DIR", str(data))
-        mp.setenv("DAGSTER_HOME", str(data / "dagster_home"))
-        for name in ("MDP_OBJECT_STORE", "MDP_OLTP_URL", "MDP_WAREHOUSE_CATALOG"):
-            mp.delenv(name, raising=False)
-        reset_settings()
-        s = get_settings()
-        generate_world(CONFIG, object_store_from_settings(), s.oltp_url, s.ground_truth_dir)
-        defs = load_definitions()
-        outcomes = execute_plan(defs, instance, plan_refresh(defs, instance, SELECT))
-        mats = {k: md for o in outcomes for k, md in o.materializations.items()}
-        yield {"data": data, "instance": instance, "outcomes": outcomes, "defs": defs, "mats": mats}
-        reset_settings()
+    with pipeline_world(tmp_path_factory, "training", CONFIG, SELECT) as w:
+        yield w
 
 
 def _cli(*args: str, code: int = 0) -> dict:

@@ -22,9 +22,8 @@ from my_data_platform.defs.exploration.assets import (
 )
 from my_data_platform.defs.exploration.resources import FiftyOneResource
 from my_data_platform.defs.lake.resources import object_store_from_settings
-from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
-from my_data_platform.settings import get_settings, reset_settings
-from my_data_platform.synth import WorldConfig, generate_world
+from my_data_platform.synth import WorldConfig
+from my_data_platform_tests.conftest import pipeline_world
 from my_data_platform_tests.defs.exploration.tiny import mongo_uri  # noqa: F401
 
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=5)
@@ -33,23 +32,13 @@ DB = "mdp-test-assets"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str) -> Iterator[dict]:  # noqa: F811
-    data = tmp_path_factory.mktemp("exploration") / "data"
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("MDP_DATA_DIR", str(data))
-        mp.setenv("DAGSTER_HOME", str(data / "dagster_home"))
-        for name in ("MDP_OBJECT_STORE", "MDP_OLTP_URL", "MDP_WAREHOUSE_CATALOG", "MDP_VERSIONING"):
-            mp.delenv(name, raising=False)
-        reset_settings()
-        s = get_settings()
-        generate_world(CONFIG, object_store_from_settings(), s.oltp_url, s.ground_truth_dir)
-        defs = load_definitions()
-        sel = "not group:exploration and not group:training"
-        outcomes = execute_plan(defs, instance, plan_refresh(defs, instance, sel))
+    sel = "not group:exploration and not group:training"
+    with pipeline_world(tmp_path_factory, "exploration", CONFIG, sel) as w:
+        outcomes = w["outcomes"]
         assert all(o.success for o in outcomes), [o.failed_steps for o in outcomes]
-        resources = dict(defs.resources)
+        resources = dict(w["defs"].resources)
         resources["fiftyone"] = FiftyOneResource(database_uri=mongo_uri, database_name=DB)
-        yield {"data": data, "instance": instance, "resources": resources}
-        reset_settings()
+        yield {"data": w["data"], "instance": w["instance"], "resources": resources}
 
 
 def _published(instance: dg.DagsterInstance) -> str:
