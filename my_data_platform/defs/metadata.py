@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import dagster as dg
@@ -40,3 +41,20 @@ def markdown_preview(df: pl.DataFrame, rows: int = 5) -> str:
     if df.height == 0:
         lines.append("_(empty)_")
     return "\n".join(lines)
+
+
+def png_metadata(png: bytes | None, title: str) -> dg.MetadataValue:
+    """A plot for the asset's metadata: a PNG inlined as a Markdown image (the UI renders it)."""
+    if not png:
+        return dg.MetadataValue.text(f"({title}: no plotting library available)")
+    data = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
+    """The metadata values of ``key``'s newest materialization; fails the step if none."""
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event else None
+    if mat is None:
+        raise dg.Failure(f"{key.to_user_string()} has never been materialized: run it first")
+    return {k: v.value for k, v in mat.metadata.items()}

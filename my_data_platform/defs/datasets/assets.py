@@ -7,7 +7,6 @@ untouched and keeps the branch for debugging. Downstream assets read the commit 
 this asset's metadata, never "latest".
 """
 
-import base64
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -17,13 +16,14 @@ import polars as pl
 
 from my_data_platform.core import datasets as D
 from my_data_platform.core import features as F
-from my_data_platform.core.versioning import DEFAULT_BRANCH
+from my_data_platform.core.versioning import DEFAULT_BRANCH, VersioningError, VersionStore
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.features.assets import feature_object
 from my_data_platform.defs.features.inputs import read_warehouse_table, scan_lake_events
 from my_data_platform.defs.features.resources import FeatureSettings
 from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.metadata import latest_metadata, png_metadata
 from my_data_platform.defs.warehouse.resources import WarehouseResource
 
 KEY = dg.AssetKey(["datasets", "popularity"])
@@ -42,6 +42,23 @@ UPSTREAM = [
     dg.AssetKey(["lake", "photos"]),
     dg.AssetKey(["warehouse", "photos"]),
 ]
+
+
+def dataset_commit(instance: dg.DagsterInstance, vs: VersionStore, ref: str | None) -> str:
+    """The dataset version a consumer reads: ``ref`` (a commit id, tag or branch) resolved to
+    its commit, or by default the commit this asset last published (from its metadata)."""
+    if ref:
+        try:
+            return vs.resolve_ref(ref)
+        except VersioningError as exc:
+            raise dg.Failure(f"dataset_commit {ref!r}: {exc}") from exc
+    commit = latest_metadata(instance, KEY).get("dataset_commit")
+    if not commit:
+        raise dg.Failure(
+            "the newest datasets/popularity materialization has no dataset_commit; "
+            "publish one first (or pass dataset_commit in the run config)"
+        )
+    return str(commit)
 
 
 def code_version() -> str:
@@ -145,10 +162,7 @@ def popularity_dataset(
     }
     balance = D.label_balance_png(counts)
     if balance:
-        data = base64.b64encode(balance).decode()
-        base_md["label_balance"] = dg.MetadataValue.md(
-            f"![label balance](data:image/png;base64,{data})"
-        )
+        base_md["label_balance"] = png_metadata(balance, "label balance")
     if failed:
         context.log.error("audit failed on branch %s: %s; main untouched", branch, failed)
         # an observation puts the outcome on the asset itself without marking it updated

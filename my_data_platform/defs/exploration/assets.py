@@ -11,24 +11,16 @@ import dagster as dg
 import polars as pl
 
 from my_data_platform.core import exploration as X
-from my_data_platform.core.versioning import VersioningError
+from my_data_platform.defs.datasets.assets import dataset_commit
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.exploration.resources import FiftyOneResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.metadata import latest_metadata
 
 KEY = dg.AssetKey(["exploration", "fiftyone_dataset"])
 PREDICTIONS_KEY = dg.AssetKey(["training", "fiftyone_predictions"])
 DATASET_KEY = dg.AssetKey(["datasets", "popularity"])
 MODEL_KEY = dg.AssetKey(["training", "popularity_model"])
-
-
-def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
-    """The metadata values of ``key``'s newest materialization."""
-    event = instance.get_latest_materialization_event(key)
-    mat = event.asset_materialization if event else None
-    if mat is None:
-        raise dg.Failure(f"{key.to_user_string()} has never been materialized: run it first")
-    return {k: v.value for k, v in mat.metadata.items()}
 
 
 def explore_hint(commit_id: str) -> str:
@@ -60,15 +52,7 @@ def fiftyone_dataset(
     broken images, leaky features) before trusting a model trained on it. One FiftyOne dataset
     per dataset commit, so earlier versions stay explorable; open it with ``mdp explore``."""
     vs = versioning.get_store()
-    if config.dataset_commit:
-        try:
-            commit = vs.resolve_ref(config.dataset_commit)
-        except VersioningError as exc:
-            raise dg.Failure(f"dataset_commit {config.dataset_commit!r}: {exc}") from exc
-    else:
-        commit = latest_metadata(context.instance, DATASET_KEY).get("dataset_commit")
-        if not commit:
-            raise dg.Failure("the newest datasets/popularity materialization has no dataset_commit")
+    commit = dataset_commit(context.instance, vs, config.dataset_commit)
     fo = fiftyone.get_fiftyone()
     built = X.build_from_commit(fo, vs, object_store.get_store(), commit, fiftyone.media_path())
     ds = built.dataset

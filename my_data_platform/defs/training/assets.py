@@ -7,7 +7,6 @@ splits, and publishes checkpoint + manifest + per-photo predictions to the objec
 from one and checks the metrics match.
 """
 
-import base64
 import dataclasses
 import io
 import json
@@ -21,10 +20,10 @@ import polars as pl
 from my_data_platform.core import model_registry as R
 from my_data_platform.core import training as T
 from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
-from my_data_platform.defs.datasets.assets import code_version
+from my_data_platform.defs.datasets.assets import code_version, dataset_commit
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
-from my_data_platform.defs.metadata import table_metadata
+from my_data_platform.defs.metadata import png_metadata, table_metadata
 
 KEY = dg.AssetKey(["training", "popularity_model"])
 ORACLE_FRACTION_TARGET = 0.90
@@ -58,19 +57,6 @@ def resolve_device(name: str) -> str:
     if name != "cpu" and not name.startswith("cuda"):
         raise dg.Failure(description=f"device must be auto, cpu or cuda, got {name!r}")
     return name
-
-
-def latest_dataset_commit(instance: dg.DagsterInstance) -> str:
-    """The commit the newest ``datasets/popularity`` materialization published."""
-    event = instance.get_latest_materialization_event(DATASET_KEY)
-    mat = event.asset_materialization if event else None
-    value = mat.metadata.get("dataset_commit") if mat else None
-    if value is None:
-        raise dg.Failure(
-            description="datasets/popularity has no published dataset_commit yet; "
-            "materialize it first (or pass dataset_commit in the run config)"
-        )
-    return str(value.value)
 
 
 def load_ground_truth() -> pl.DataFrame | None:
@@ -137,13 +123,6 @@ def _metrics_table(metrics: dict, base: dict, orc: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _png_md(png: bytes | None, title: str) -> dg.MetadataValue:
-    if not png:
-        return dg.MetadataValue.text("(no plotting library available)")
-    data = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
-
-
 @dg.asset(
     key=KEY,
     deps=[DATASET_KEY],
@@ -174,8 +153,7 @@ def popularity_model(
     seed, device and hyperparameters, so anyone can retrain it and get the same numbers."""
     store = object_store.get_store()
     vs = versioning.get_store()
-    ref = config.dataset_commit or latest_dataset_commit(context.instance)
-    commit = vs.resolve_ref(ref)
+    commit = dataset_commit(context.instance, vs, config.dataset_commit)
     device = resolve_device(config.device)
     cfg = T.TrainConfig(
         seed=config.seed,
@@ -188,7 +166,7 @@ def popularity_model(
         device=device,
         patience=config.patience,
     )
-    context.log.info("training on dataset commit %s (%s) on %s", commit, ref, device)
+    context.log.info("training on dataset commit %s on %s", commit, device)
     model, metrics, base, orc, preds = train_from_commit(vs, commit, cfg)
     headline = summary(metrics, base, orc)
 
@@ -256,8 +234,8 @@ def popularity_model(
             "validation_roc_auc": metrics["validation"]["roc_auc"],
             "fraction_of_oracle": frac if frac is not None else float("nan"),
             "metrics": dg.MetadataValue.md(_metrics_table(metrics, base, orc)),
-            "training_curve": _png_md(curve_png, "training curve"),
-            "calibration": _png_md(calib_png, "calibration"),
+            "training_curve": png_metadata(curve_png, "training curve"),
+            "calibration": png_metadata(calib_png, "calibration"),
             "hyperparameters": dg.MetadataValue.json(cfg.to_dict()),
             "reproduce": dg.MetadataValue.md(
                 f"`mdp train --reproduce {manifest['manifest_uri']} --format json`"
