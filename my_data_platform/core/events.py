@@ -14,8 +14,8 @@ import codecs
 import datetime as dt
 import os
 import zlib
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ __all__ = [
     "EVENT_TYPES",
     "QUARANTINE_SCHEMA",
     "DecodedLines",
+    "EventsSink",
     "IngestResult",
     "IngestStats",
     "decompress_lines",
@@ -505,171 +506,122 @@ def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pa.Array 
     return ids.cast(pa.int64())
 
 
-def _is_known(ids: pa.ChunkedArray, known: pa.Array) -> np.ndarray:
-    """``ids`` in ``known`` (nulls are not), with a dense lookup table when the ids allow it."""
-    values = known.drop_null().to_numpy()
-    if values.size:
-        lo, hi = int(values.min()), int(values.max())
-        if hi - lo < max(1 << 16, 8 * values.size):
-            table = np.zeros(hi - lo + 2, dtype=bool)
-            table[values - lo] = True  # the last slot stays False: every miss lands there
-            col = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-            got = col.fill_null(lo).to_numpy()
-            inside = (got >= lo) & (got <= hi) & col.is_valid().to_numpy(zero_copy_only=False)
-            with np.errstate(over="ignore"):
-                pos = np.where(inside, got - lo, hi - lo + 1)
-            return table[pos]
-    return pc.is_in(ids, value_set=known).to_numpy(zero_copy_only=False)
+class _KnownIds:
+    """Membership in a set of ids, through a dense lookup table when the ids allow one."""
+
+    def __init__(self, known: pa.Array) -> None:
+        self.known = known
+        self.table: np.ndarray | None = None
+        values = known.drop_null().to_numpy()
+        if values.size:
+            lo, hi = int(values.min()), int(values.max())
+            if hi - lo < max(1 << 16, 8 * values.size):
+                self.lo, self.hi = lo, hi
+                self.table = np.zeros(hi - lo + 2, dtype=bool)
+                self.table[values - lo] = True  # the last slot stays False: misses land there
+
+    def contains(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """``ids`` in the set (nulls are not)."""
+        if self.table is None:
+            return pc.is_in(ids, value_set=self.known).to_numpy(zero_copy_only=False)
+        col = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        lo, hi = self.lo, self.hi
+        got = col.fill_null(lo).to_numpy()
+        inside = (got >= lo) & (got <= hi) & col.is_valid().to_numpy(zero_copy_only=False)
+        with np.errstate(over="ignore"):
+            pos = np.where(inside, got - lo, hi - lo + 1)
+        return self.table[pos]
 
 
-def _take_lines(arrays: list[pa.Array], rids: np.ndarray) -> pa.Array:
-    """Rows ``rids`` of the concatenated string_view arrays, as plain strings.
+def _take_lines(lines: pa.Array, rids: np.ndarray) -> pa.Array:
+    """Rows ``rids`` of a string_view array, as plain strings.
 
     Arrow has no take kernel for string_view, but a view is just 16 bytes pointing into a
-    buffer: gather the views and renumber their buffers instead.
+    buffer: gather the views and keep the buffers.
     """
     if rids.size == 0:
         return pa.array([], pa.string())
-    views: list[np.ndarray] = []
-    buffers: list[pa.Buffer] = []
-    for arr in arrays:
-        if len(arr) == 0:
-            continue
-        bufs = arr.buffers()
-        v = np.frombuffer(bufs[1], dtype=np.int32).reshape(-1, 4)
-        v = v[arr.offset : arr.offset + len(arr)].copy()
-        v[v[:, 0] > _INLINE, 2] += len(buffers)
-        views.append(v)
-        buffers.extend(bufs[2:])
-    picked = np.ascontiguousarray(np.concatenate(views)[rids])
-    out = pa.Array.from_buffers(pa.string_view(), rids.size, [None, pa.py_buffer(picked), *buffers])
+    bufs = lines.buffers()
+    views = np.frombuffer(bufs[1], dtype=np.int32).reshape(-1, 4)[lines.offset :]
+    picked = np.ascontiguousarray(views[rids])
+    out = pa.Array.from_buffers(
+        pa.string_view(), rids.size, [None, pa.py_buffer(picked), *bufs[2:]]
+    )
     return out.cast(pa.string())
 
 
-_EMPTY_CHECKED = [
-    ("rid", pa.int64()), ("reason", pa.string()), ("event_id", pa.string()),
-    ("event_type", pa.string()), ("user_id", pa.int64()), ("photo_id", pa.int64()),
-    ("ts_utc", pa.timestamp("us", tz="UTC")), ("dwell_ms", pa.int64()), ("client", pa.string()),
-    ("extra", pa.bool_()),
-]  # fmt: skip
+#: Reasons found after the SQL pass, by code (0: none, the SQL reason stands).
+_LATE_REASONS = ("", "unknown_user", "unknown_photo", "duplicate")
+_UNKNOWN_USER, _UNKNOWN_PHOTO, _DUPLICATE = 1, 2, 3
+_EVENT_COLUMNS = ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
 
 
-def _duplicates(checked: pa.Table, valid: np.ndarray) -> np.ndarray:
-    """Row indices of valid rows whose event_id already appeared in an earlier valid row.
+@dataclass
+class _Screened:
+    """One file validated and id-checked: all that is left is the cross-file duplicate check.
 
-    Deduplicates on a 64-bit hash of the ids, then settles rows that share a hash by
-    comparing the strings themselves, so a hash collision can never drop an event.
+    ``events`` holds the lines that passed every check so far, in line order, in
+    ``EVENTS_SCHEMA``; ``hashes`` are their event_ids' hashes, aligned with them.
     """
-    idx = np.flatnonzero(valid)
-    hashes = pl.Series(checked.column("event_id")).filter(pl.Series(valid)).hash()
-    shared = hashes.is_duplicated().to_numpy()
-    if not shared.any():
-        return np.empty(0, dtype=np.int64)
-    sub = idx[shared]
-    eids = pl.Series(checked.column("event_id").take(pa.array(sub)))
-    return sub[~eids.is_first_distinct().to_numpy()]
+
+    name: str
+    lines: DecodedLines
+    events: pa.Table
+    valid_rid: np.ndarray
+    """Each row of ``events``: its index in ``lines``."""
+    quarantine: pa.Table
+    """The lines that failed a check, in line order, in ``QUARANTINE_SCHEMA``."""
+    hashes: np.ndarray
+    order: np.ndarray
+    """A stable argsort of ``hashes``."""
+    extra_field_lines: int
 
 
-def _check_all(files: list[tuple[str, bytes]]) -> list[tuple[DecodedLines, pa.Table]]:
-    workers = min(2, os.cpu_count() or 1, max(1, len(files)))
-    if workers == 1:
-        return [_check_file(n, d) for n, d in files]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda f: _check_file(*f), files))
+def _id_hashes(event_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash per event_id (equal ids, equal hashes; the converse is checked)."""
+    return pl.Series(event_ids).hash().to_numpy()
 
 
-def ingest_day(
-    files: Iterable[tuple[str, bytes]],
-    landing_date: dt.date,
-    known_user_ids: np.ndarray | pa.Array | None,
-    known_photo_ids: np.ndarray | pa.Array | None,
-) -> IngestResult:
-    """Validate and deduplicate one landed day; every landed line is loaded or quarantined.
-
-    Files are processed in name order, so "first occurrence" of an event_id is the same on
-    every rerun regardless of the order the object store listed them in.
-    """
-    ordered = sorted(files, key=lambda f: f[0])
-    names = [n for n, _ in ordered]
-    results = _check_all(ordered)
-    del ordered
-    decoded = [dl for dl, _ in results]
-    all_lines = [dl.lines for dl in decoded]
-    sizes = [len(dl.lines) for dl in decoded]
-    offset = sum(sizes)
-    file_idx = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-    line_no = (
-        np.concatenate([dl.line_no.to_numpy() for dl in decoded])
-        if decoded
-        else np.empty(0, np.int64)
-    )
-    checked = (
-        pa.concat_tables([t for _, t in results])
-        if results
-        else pa.table({c: pa.array([], t) for c, t in _EMPTY_CHECKED})
-    )
-    del results
-
-    n_rows = checked.num_rows
-    reason = checked.column("reason").combine_chunks()
-    valid = reason.is_null().to_numpy(zero_copy_only=False)
-    final = np.full(n_rows, None, dtype=object)
-    for name, column, known in (
-        ("unknown_user", "user_id", _known_ids(known_user_ids)),
-        ("unknown_photo", "photo_id", _known_ids(known_photo_ids)),
-    ):
-        if known is None:
-            continue
-        hit = _is_known(checked.column(column), known)
-        miss = valid & ~hit
-        final[miss] = name
-        valid &= hit
-    dup = _duplicates(checked, valid)
-    final[dup] = "duplicate"
-    valid[dup] = False
-
-    bad_idx = np.flatnonzero(~valid)
-    bad_reason = pc.coalesce(
-        pa.array(final[bad_idx], pa.string()), reason.take(pa.array(bad_idx)).cast(pa.string())
-    )
-    raw = _take_lines(all_lines, bad_idx)
-    del all_lines
-    file_errors = [(i, dl.error) for i, dl in enumerate(decoded) if dl.error is not None]
-    del decoded
-    names_arr = pa.array(names, pa.string())
-    n_bad, n_err = bad_idx.size, len(file_errors)
-    quarantine = pa.table(
+def _quarantine_rows(
+    name: str, landing_date: dt.date, lines: DecodedLines, rids: np.ndarray, reason: pa.Array
+) -> pa.Table:
+    n = rids.size
+    return pa.table(
         {
-            "landing_date": pa.array(np.full(n_bad + n_err, landing_date), pa.date32()),
-            "source_file": pa.concat_arrays(
-                [
-                    names_arr.take(pa.array(file_idx[bad_idx])),
-                    pa.array([names[i] for i, _ in file_errors], pa.string()),
-                ]
-            ),
-            "line_no": pa.array(
-                np.concatenate([line_no[bad_idx], np.zeros(n_err, np.int64)]),
-                pa.int64(),
-                mask=np.arange(n_bad + n_err) >= n_bad,
-            ),
-            "raw": pa.concat_arrays([raw, pa.nulls(n_err, pa.string())]),
-            "reason": pa.concat_arrays(
-                [bad_reason, pa.array(["truncated_file"] * n_err, pa.string())]
-            ),
-            "detail": pa.concat_arrays(
-                [pa.nulls(n_bad, pa.string()), pa.array([e for _, e in file_errors], pa.string())]
-            ),
+            "landing_date": pa.repeat(pa.scalar(landing_date, pa.date32()), n),
+            "source_file": pa.repeat(pa.scalar(name, pa.string()), n),
+            "line_no": pa.array(lines.line_no.to_numpy()[rids], pa.int64()),
+            "raw": _take_lines(lines.lines, rids),
+            "reason": reason,
+            "detail": pa.nulls(n, pa.string()),
         },
         schema=QUARANTINE_SCHEMA,
     )
 
-    good_idx = np.flatnonzero(valid)
-    good = checked.select(
-        ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
-    ).filter(pa.array(valid))
-    extra_lines = int(pc.sum(checked.column("extra")).as_py() or 0)
-    del checked
-    n_good = good_idx.size
+
+def _screen(
+    name: str,
+    data: bytes,
+    landing_date: dt.date,
+    users: _KnownIds | None,
+    photos: _KnownIds | None,
+) -> _Screened:
+    """Everything per file that needs no other file: runs in the worker threads."""
+    dl, checked = _check_file(name, data)
+    valid = checked.column("reason").is_null().to_numpy(zero_copy_only=False)
+    late = np.zeros(valid.size, dtype=np.int8)
+    for code, column, known in (
+        (_UNKNOWN_USER, "user_id", users),
+        (_UNKNOWN_PHOTO, "photo_id", photos),
+    ):
+        if known is None:
+            continue
+        miss = valid & ~known.contains(checked.column(column))
+        late[miss] = code
+        valid &= ~miss
+    valid_rid = np.flatnonzero(valid)
+    good = checked.select(_EVENT_COLUMNS).filter(pa.array(valid))
+    n_good = good.num_rows
     events = pa.table(
         {
             "event_id": good.column("event_id"),
@@ -679,24 +631,192 @@ def ingest_day(
             "ts": good.column("ts_utc").cast(pa.timestamp("us", tz="UTC")),
             "dwell_ms": good.column("dwell_ms"),
             "client": good.column("client"),
-            "landing_date": pa.array(np.full(n_good, landing_date), pa.date32()),
-            "source_file": names_arr.take(pa.array(file_idx[good_idx])),
-            "line_no": pa.array(line_no[good_idx], pa.int64()),
+            "landing_date": pa.repeat(pa.scalar(landing_date, pa.date32()), n_good),
+            "source_file": pa.repeat(pa.scalar(name, pa.string()), n_good),
+            "line_no": pa.array(dl.line_no.to_numpy()[valid_rid], pa.int64()),
         }
     ).cast(EVENTS_SCHEMA)
+    bad = np.flatnonzero(~valid)
+    sql_reason = checked.column("reason").take(pa.array(bad)).cast(pa.string())
+    late_bad = late[bad]
+    late_reason = pa.array(np.asarray(_LATE_REASONS, dtype=object)[late_bad], pa.string())
+    reason = pc.if_else(pa.array(late_bad > 0), late_reason, sql_reason)
+    hashes = _id_hashes(events.column("event_id"))
+    return _Screened(
+        name=name,
+        lines=dl,
+        events=events,
+        valid_rid=valid_rid,
+        quarantine=_quarantine_rows(name, landing_date, dl, bad, reason),
+        hashes=hashes,
+        order=np.argsort(hashes, kind="stable"),
+        extra_field_lines=int(pc.sum(checked.column("extra")).as_py() or 0),
+    )
+
+
+class _Deduplicator:
+    """First-wins duplicate detection over files fed in order, one file at a time.
+
+    A row is a duplicate when its event_id appeared in an earlier valid row (file order, then
+    line order). Hashes narrow the search and strings decide, so a collision never drops an
+    event. A bitmap of the hashes seen so far lets nearly every row of a new file skip the
+    lookup in the earlier files (each file keeps its hashes sorted), so adding a file costs
+    about the same whatever came before it.
+    """
+
+    _BITS = 26
+
+    def __init__(self) -> None:
+        self._seen = np.zeros(1 << self._BITS, dtype=bool)
+        self._files: list[tuple[np.ndarray, np.ndarray, pa.ChunkedArray]] = []
+
+    def _slots(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes >> np.uint64(64 - self._BITS)).astype(np.intp)
+
+    def add(self, s: _Screened) -> np.ndarray:
+        """The rows of ``s.events`` that are duplicates, ascending."""
+        ids = s.events.column("event_id")
+        dup = self._within(s, ids) | self._earlier(s, ids)
+        slots = self._slots(s.hashes)
+        self._seen[slots] = True
+        self._files.append((s.hashes[s.order], s.order, ids))
+        return np.flatnonzero(dup)
+
+    @staticmethod
+    def _within(s: _Screened, ids: pa.ChunkedArray) -> np.ndarray:
+        dup = np.zeros(s.hashes.size, dtype=bool)
+        ordered = s.hashes[s.order]
+        same = ordered[1:] == ordered[:-1]
+        if not same.any():
+            return dup
+        in_group = np.zeros(ordered.size, dtype=bool)
+        in_group[1:] |= same
+        in_group[:-1] |= same
+        rows = np.sort(s.order[in_group])  # rows that share a hash with another, in line order
+        first = pl.Series(ids.take(pa.array(rows))).is_first_distinct().to_numpy()
+        dup[rows[~first]] = True
+        return dup
+
+    def _earlier(self, s: _Screened, ids: pa.ChunkedArray) -> np.ndarray:
+        dup = np.zeros(s.hashes.size, dtype=bool)
+        cand = np.flatnonzero(self._seen[self._slots(s.hashes)])
+        if cand.size == 0:
+            return dup
+        want = s.hashes[cand]
+        mine = pl.Series(ids.take(pa.array(cand)))
+        for sorted_hashes, order, their_ids in self._files:
+            lo = np.searchsorted(sorted_hashes, want, side="left")
+            hi = np.searchsorted(sorted_hashes, want, side="right")
+            n = hi - lo
+            if not n.any():
+                continue
+            which = np.repeat(np.arange(cand.size), n)  # index into cand, one per earlier match
+            at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+            theirs = pl.Series(their_ids.take(pa.array(order[at])))
+            equal = (mine.gather(which) == theirs).to_numpy()
+            dup[cand[which[equal]]] = True
+        return dup
+
+
+def _settle(s: _Screened, dup: np.ndarray, landing_date: dt.date) -> tuple[pa.Table, pa.Table]:
+    """The file's loaded rows and quarantine, once its duplicates (rows of ``s.events``) are
+    known: duplicates join the quarantine, in line order, with reason ``duplicate``."""
+    if dup.size == 0:
+        return s.events, s.quarantine
+    keep = np.ones(s.events.num_rows, dtype=bool)
+    keep[dup] = False
+    dq = _quarantine_rows(
+        s.name,
+        landing_date,
+        s.lines,
+        s.valid_rid[dup],
+        pa.array(["duplicate"] * dup.size, pa.string()),
+    )
+    quarantine = pa.concat_tables([s.quarantine, dq])
+    quarantine = quarantine.take(pc.sort_indices(quarantine, [("line_no", "ascending")]))
+    return s.events.filter(pa.array(keep)), quarantine
+
+
+def _file_errors(errors: list[tuple[str, str]], landing_date: dt.date) -> pa.Table:
+    """One quarantine record per file that could not be read to its end."""
+    return pa.table(
+        {
+            "landing_date": pa.repeat(pa.scalar(landing_date, pa.date32()), len(errors)),
+            "source_file": pa.array([n for n, _ in errors], pa.string()),
+            "line_no": pa.nulls(len(errors), pa.int64()),
+            "raw": pa.nulls(len(errors), pa.string()),
+            "reason": pa.array(["truncated_file"] * len(errors), pa.string()),
+            "detail": pa.array([e for _, e in errors], pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+EventsSink = Callable[[pa.Table], None]
+
+
+def ingest_day(
+    files: Iterable[tuple[str, bytes]],
+    landing_date: dt.date,
+    known_user_ids: np.ndarray | pa.Array | None,
+    known_photo_ids: np.ndarray | pa.Array | None,
+    sink: EventsSink | None = None,
+) -> IngestResult:
+    """Validate and deduplicate one landed day; every landed line is loaded or quarantined.
+
+    Files are processed in name order, so "first occurrence" of an event_id is the same on
+    every rerun regardless of the order the object store listed them in. Two worker threads
+    validate files side by side; as each file is done (in order) its duplicates are settled
+    and its loaded rows go to ``sink`` (for example a Parquet writer), which runs on a thread
+    of its own while the next files are still being validated. A failing sink fails the day.
+    """
+    ordered = sorted(files, key=lambda f: f[0])
+    known_u, known_p = _known_ids(known_user_ids), _known_ids(known_photo_ids)
+    users = _KnownIds(known_u) if known_u is not None else None
+    photos = _KnownIds(known_p) if known_p is not None else None
+    dedup = _Deduplicator()
+    events_parts: list[pa.Table] = []
+    quarantine_parts: list[pa.Table] = []
+    errors: list[tuple[str, str]] = []
+    stats = IngestStats(files=len(ordered))
+    workers = min(2, os.cpu_count() or 1, max(1, len(ordered)))
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
+        pending = [
+            pool.submit(_screen, name, data, landing_date, users, photos) for name, data in ordered
+        ]
+        del ordered
+        written: list[Future[None]] = []
+        for future in pending:
+            s = future.result()
+            dup = dedup.add(s)
+            events, quarantine = _settle(s, dup, landing_date)
+            stats.landed_lines += len(s.lines.lines)
+            stats.duplicates += int(dup.size)
+            stats.extra_field_lines += s.extra_field_lines
+            if s.lines.error is not None:
+                errors.append((s.name, s.lines.error))
+            del s
+            events_parts.append(events)
+            quarantine_parts.append(quarantine)
+            if sink is not None:
+                written.append(writer.submit(sink, events))
+        for w in written:
+            w.result()
+
+    events = pa.concat_tables(events_parts) if events_parts else EVENTS_SCHEMA.empty_table()
+    lines_q = (
+        pa.concat_tables(quarantine_parts) if quarantine_parts else QUARANTINE_SCHEMA.empty_table()
+    )
     for col in ("event_id", "event_type", "user_id", "photo_id", "ts", "client"):
         assert events.column(col).null_count == 0, f"valid row without {col}"
-
-    counts = pc.value_counts(bad_reason).to_pylist() if n_bad else []
-    stats = IngestStats(
-        files=len(names),
-        landed_lines=offset,
-        loaded=n_good,
-        quarantined=n_bad,
-        duplicates=int(dup.size),
-        file_errors=n_err,
-        extra_field_lines=extra_lines,
-        reasons=dict(sorted((c["values"], c["counts"]) for c in counts)),
-    )
+    counts = pc.value_counts(lines_q.column("reason")).to_pylist() if lines_q.num_rows else []
+    stats.loaded = events.num_rows
+    stats.quarantined = lines_q.num_rows
+    stats.file_errors = len(errors)
+    stats.reasons = dict(sorted((c["values"], c["counts"]) for c in counts))
     assert stats.landed_lines == stats.loaded + stats.quarantined, "ingest does not reconcile"
+    quarantine = pa.concat_tables([lines_q, _file_errors(errors, landing_date)])
     return IngestResult(events=events, quarantine=quarantine, stats=stats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
@@ -30,11 +31,64 @@ def make_engine(url: str) -> sa.Engine:
 
 
 def read_table(url: str, table: str, columns: list[str]) -> pl.DataFrame:
-    """Read ``columns`` of ``table``; a missing table or column is a clear error."""
+    """Read ``columns`` of ``table``; a missing table or column is a clear error.
+
+    The query runs straight away; the schema is inspected (slow on some databases) only to
+    explain a failure.
+    """
     for name in (table, *columns):
         if not _IDENT.match(name):
             raise OLTPError(f"not a safe identifier: {name!r}")
     engine = make_engine(url)
+    try:
+        query = sa.select(*[sa.column(c) for c in columns]).select_from(sa.table(table))
+        try:
+            with engine.connect() as conn:
+                return pl.read_database(query, connection=conn, infer_schema_length=None)
+        except sa.exc.DBAPIError as exc:
+            _explain(engine, url, table, columns)
+            raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def read_ids(url: str, table: str, column: str) -> np.ndarray:
+    """One integer column (an id) as int64, fetched through the raw driver cursor: several
+    times faster than building a DataFrame row by row, for the id sets the lake checks."""
+    for name in (table, column):
+        if not _IDENT.match(name):
+            raise OLTPError(f"not a safe identifier: {name!r}")
+    engine = make_engine(url)
+    try:
+        query = sa.select(sa.column(column)).select_from(sa.table(table))
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        dbapi_error = engine.dialect.loaded_dbapi.Error  # PEP 249: every driver error
+        try:
+            with engine.connect() as conn:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cursor.execute(sql)
+                    values = [row[0] for row in cursor.fetchall()]
+                finally:
+                    cursor.close()
+        except (sa.exc.DBAPIError, dbapi_error) as exc:
+            _explain(engine, url, table, [column])
+            orig = getattr(exc, "orig", exc)
+            raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {orig}") from exc
+    finally:
+        engine.dispose()
+    if any(v is None for v in values):
+        raise OLTPError(f"OLTP column {table}.{column} in {redact_url(url)} holds NULL ids")
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise OLTPError(
+            f"OLTP column {table}.{column} in {redact_url(url)} does not hold integer ids: {exc}"
+        ) from None
+
+
+def _explain(engine: sa.Engine, url: str, table: str, columns: list[str]) -> None:
+    """Raise the clear error for a missing table or columns, if that is what went wrong."""
     try:
         inspector = sa.inspect(engine)
         if not inspector.has_table(table):
@@ -43,15 +97,8 @@ def read_table(url: str, table: str, columns: list[str]) -> pl.DataFrame:
                 "(seed a world with `mdp seed` or point MDP_OLTP_URL at your database)"
             )
         present = {c["name"] for c in inspector.get_columns(table)}
-        missing = [c for c in columns if c not in present]
-        if missing:
-            raise OLTPError(f"OLTP table {table!r} in {redact_url(url)} lacks columns {missing}")
-        meta = sa.MetaData()
-        tbl = sa.Table(table, meta, autoload_with=engine)
-        query = sa.select(*[tbl.c[c] for c in columns])
-        with engine.connect() as conn:
-            return pl.read_database(query, connection=conn, infer_schema_length=None)
-    except sa.exc.OperationalError as exc:
-        raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {exc.orig}") from exc
-    finally:
-        engine.dispose()
+    except sa.exc.DBAPIError:
+        return  # the database itself is unreachable: the caller reports the original error
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise OLTPError(f"OLTP table {table!r} in {redact_url(url)} lacks columns {missing}")

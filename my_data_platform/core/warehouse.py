@@ -155,6 +155,25 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     conn.execute("COMMIT")
 
 
+@dataclass(frozen=True)
+class ParquetFiles:
+    """Parquet objects for the warehouse to load by itself.
+
+    DuckDB reads them straight from the object store (``uris`` as ``ObjectStore.uri`` gives
+    them) with all its threads and writes the DuckLake files in the same pass, so the rows
+    never pass through Python. Columns are matched by name; a file may lack a column.
+    """
+
+    uris: tuple[str, ...]
+
+    def source_sql(self) -> str:
+        """The ``read_parquet`` call over the files (paths are quoted literals)."""
+        if not self.uris:
+            raise ValueError("ParquetFiles needs at least one file")
+        files = ", ".join(sql_literal(u) for u in self.uris)
+        return f"read_parquet([{files}], hive_partitioning = false, union_by_name = true)"
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables "

@@ -482,3 +482,88 @@ def test_canonical_fast_path_matches_the_full_validation(monkeypatch: pytest.Mon
     assert fast.stats == full.stats
     assert fast.events.equals(full.events)
     assert fast.quarantine.equals(full.quarantine)
+
+
+def _dedup_world(seed: int = 7) -> list[tuple[str, bytes]]:
+    """Five files whose ids repeat within and across files, with invalid rows mixed in."""
+    rng = np.random.default_rng(seed)
+    files = []
+    for f in range(5):
+        lines = []
+        for i in range(400):
+            eid = f"id-{int(rng.integers(0, 900))}"
+            user = 99 if i % 37 == 0 else 1  # an unknown user never claims its id
+            lines.append(line(event_id=eid, user_id=user, dwell_ms=f * 1000 + i))
+        files.append((f"day/part-{f}.jsonl.gz", gz(*lines)))
+    return files
+
+
+def _first_wins(files: list[tuple[str, bytes]]) -> tuple[list[tuple[str, int]], int]:
+    """The loaded (file, line) pairs and the duplicate count, computed the obvious way."""
+    seen: set[str] = set()
+    loaded, dups = [], 0
+    for name, data in sorted(files):
+        for no, text in enumerate(gzip.decompress(data).decode().splitlines(), start=1):
+            obj = json.loads(text)
+            if obj["user_id"] not in USERS:
+                continue
+            if obj["event_id"] in seen:
+                dups += 1
+                continue
+            seen.add(obj["event_id"])
+            loaded.append((name, no))
+    return loaded, dups
+
+
+@pytest.mark.parametrize("hashing", ["real", "three-values", "all-collide"])
+def test_duplicates_are_decided_by_the_ids_not_their_hashes(
+    monkeypatch: pytest.MonkeyPatch, hashing: str
+) -> None:
+    """Within and across files, first (file, line) wins; forcing hash collisions (every id
+    in one of three hash values, or all in one) changes nothing: strings decide."""
+    import my_data_platform.core.events as events_mod
+
+    real = events_mod._id_hashes
+    if hashing == "three-values":
+        monkeypatch.setattr(events_mod, "_id_hashes", lambda ids: real(ids) % np.uint64(3))
+    elif hashing == "all-collide":
+        monkeypatch.setattr(
+            events_mod, "_id_hashes", lambda ids: np.zeros(len(ids), dtype=np.uint64)
+        )
+    files = _dedup_world()
+    result = run(list(reversed(files)))
+    expected, dups = _first_wins(files)
+    got = list(
+        zip(
+            result.events.column("source_file").to_pylist(),
+            result.events.column("line_no").to_pylist(),
+            strict=True,
+        )
+    )
+    assert got == expected
+    assert result.stats.duplicates == dups > 300
+    assert len(result.events.column("event_id").unique()) == result.stats.loaded
+    q = result.quarantine.to_pylist()
+    assert sum(r["reason"] == "duplicate" for r in q) == dups
+    for name in {r["source_file"] for r in q}:  # each file's quarantine is in line order
+        nos = [r["line_no"] for r in q if r["source_file"] == name]
+        assert nos == sorted(nos)
+
+
+def test_loaded_rows_stream_to_the_sink_file_by_file_in_order() -> None:
+    files = _dedup_world(seed=3)
+    chunks: list[pa.Table] = []
+    result = ingest_day(files, DAY, USERS, PHOTOS, sink=chunks.append)
+    assert len(chunks) == len(files)
+    assert [c.column("source_file")[0].as_py() for c in chunks if c.num_rows] == sorted(
+        n for n, _ in files
+    )
+    assert pa.concat_tables(chunks).equals(result.events)
+
+
+def test_a_failing_sink_fails_the_day() -> None:
+    def broken(_: pa.Table) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        ingest_day(_dedup_world(seed=4), DAY, USERS, PHOTOS, sink=broken)

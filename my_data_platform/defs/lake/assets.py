@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from my_data_platform.core.events import ingest_day
+from my_data_platform.core.events import EVENTS_SCHEMA, ingest_day
 from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
 from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.resources import ObjectStoreResource
@@ -48,9 +48,18 @@ PHOTOS_MANIFEST_OBJECT = "lake/photos/manifest.parquet"
 PHOTOS_QUARANTINE_OBJECT = "lake/photos_quarantine/quarantine.parquet"
 
 
+ROW_GROUP_SIZE = 1_000_000
+#: For lake/events: dictionary pages only where values repeat (on millions of unique event
+#: ids the writer would build a dictionary only to give it up).
+EVENTS_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": ["event_type", "client", "landing_date", "source_file"],
+}
+
+
 def write_parquet(store: ObjectStore, key: str, table: pa.Table) -> None:
     with store.writing(key, suffix=".parquet") as path:
-        pq.write_table(table, path, compression="zstd", row_group_size=1_000_000)
+        pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_SIZE)
 
 
 def read_parquet(store: ObjectStore, key: str) -> pa.Table:
@@ -221,10 +230,21 @@ def _ingest_partition(
     keys = [o.key for o in objects]
     with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3
         payloads = list(pool.map(store.get_bytes, keys))
-    result = ingest_day(zip(keys, payloads, strict=True), date, user_ids, photo_ids)
-    del payloads
+    # Loaded rows stream into the Parquet file while later files are still being validated;
+    # the file is published only once the whole day has been ingested and written.
+    with (
+        store.writing(lake_events_object(day), suffix=".parquet") as path,
+        pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer,
+    ):
+        result = ingest_day(
+            zip(keys, payloads, strict=True),
+            date,
+            user_ids,
+            photo_ids,
+            sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
+        )
+        del payloads
     stats = result.stats
-    write_parquet(store, lake_events_object(day), result.events)
     write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     context.log.info(
         "day %s: %d files, %d landed lines, %d loaded, %d quarantined (%d duplicates), "
@@ -240,7 +260,7 @@ def _ingest_partition(
     counts = {k: int(getattr(stats, k)) for k in COUNT_KEYS}
     context.add_asset_metadata(
         {
-            **table_metadata(result.events),
+            **table_metadata(result.events.slice(0, 5), row_count=result.events.num_rows),
             **counts,
             "landing_digest": landing_digest(objects),
             "dagster/uri": store.uri(lake_events_object(day)),

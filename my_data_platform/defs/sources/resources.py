@@ -21,4 +21,4 @@ class OLTPResource(dg.ConfigurableResource):
         return oltp.read_table(self.url, table, columns)
 
     def read_ids(self, table: str, column: str) -> np.ndarray:
-        return self.read_table(table, [column])[column].to_numpy()
+        return oltp.read_ids(self.url, table, column)

@@ -6,14 +6,16 @@ a whole partition range, for a single-run backfill) inside one transaction; tabl
 pure SQL run inside the warehouse as one transaction too.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pyarrow as pa
 
+from my_data_platform.core.duck import sql_literal
 from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
-from my_data_platform.core.warehouse import transaction
+from my_data_platform.core.warehouse import ParquetFiles, transaction
 from my_data_platform.defs.lake.assets import (
     PHOTOS_MANIFEST_OBJECT,
     lake_events_object,
@@ -92,19 +94,19 @@ def warehouse_photos(
     return out.sort("photo_id")
 
 
-def lake_days_stream(
+def lake_days_files(
     context: dg.AssetExecutionContext,
     store: ObjectStore,
     object_of_day: Callable[[str], str],
     lake_asset: str,
-) -> pa.RecordBatchReader:
-    """The lake Parquet of every day in the run's partition range, as one Arrow stream.
+) -> ParquetFiles:
+    """The lake Parquet of every day in the run's partition range, for the IO manager to load.
 
-    Days are read one at a time while the IO manager inserts them, so a single-run backfill of
-    N days holds one day in memory, not N. As each day is read, its row count, schema and
-    preview become the metadata of that day's materialization (overriding the IO manager's
-    figures for the whole range). Every file is checked up front, so a missing day fails the
-    run before the warehouse is touched.
+    DuckDB reads the files itself (in parallel, straight from the object store) inside the
+    IO manager's transaction, so a single-run backfill of N days never holds them in Python.
+    Every file is checked up front, so a missing day fails the run before the warehouse is
+    touched; each day's materialization gets that day's row count, schema and preview, read
+    from its file's footer and first rows.
     """
     days = list(context.partition_keys)
     keys = {day: object_of_day(day) for day in days}
@@ -114,25 +116,26 @@ def lake_days_stream(
             f"lake file(s) {', '.join(repr(k) for k in missing)} missing: "
             f"materialize {lake_asset} first"
         )
-    pending: dict[str, pa.Table] = {}
+    uris = {day: store.uri(key) for day, key in keys.items()}
+    conn = duckdb.connect(":memory:")
     try:
-        pending[days[0]] = read_parquet(store, keys[days[0]])
-    except ObjectNotFoundError:  # deleted since the check
-        raise dg.Failure(
-            f"lake file {keys[days[0]]!r} is missing: materialize {lake_asset} first"
-        ) from None
-    schema = pending[days[0]].schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for day in days:
-            table = pending.pop(day) if day in pending else read_parquet(store, keys[day])
-            if not table.schema.equals(schema):
-                table = table.cast(schema)  # raises if a day's columns do not fit the others
-            context.add_asset_metadata(table_metadata(table), partition_key=day)
-            yield from table.to_batches()
-            del table
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
+        store.configure_duckdb(conn)
+        for day, uri in uris.items():
+            files = ParquetFiles((uri,))
+            (rows,) = conn.execute(
+                f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_literal(uri)})"  # noqa: S608
+            ).fetchone() or (0,)
+            sample = conn.execute(f"SELECT * FROM {files.source_sql()} LIMIT 5").arrow()  # noqa: S608
+            if isinstance(sample, pa.RecordBatchReader):
+                sample = sample.read_all()
+            context.add_asset_metadata(
+                table_metadata(sample, row_count=int(rows or 0)), partition_key=day
+            )
+    except duckdb.IOException as exc:  # deleted or unreadable since the check
+        raise dg.Failure(f"cannot read {lake_asset} from {store.describe()}: {exc}") from None
+    finally:
+        conn.close()
+    return ParquetFiles(tuple(uris[day] for day in days))
 
 
 @dg.asset(
@@ -146,10 +149,10 @@ def lake_days_stream(
 )
 def warehouse_events(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource
-) -> pa.RecordBatchReader:
+) -> ParquetFiles:
     """Clean activity events, one landing day per partition: the fact table behind every
     engagement metric, feature and label. Re-materializing days replaces them atomically."""
-    return lake_days_stream(context, object_store.get_store(), lake_events_object, "lake/events")
+    return lake_days_files(context, object_store.get_store(), lake_events_object, "lake/events")
 
 
 @dg.asset(
@@ -163,10 +166,10 @@ def warehouse_events(
 )
 def warehouse_events_quarantine(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource
-) -> pa.RecordBatchReader:
+) -> ParquetFiles:
     """Quarantined event lines, one landing day per partition, queryable by analysts and data
     owners: the original text, file, line and reason of everything that was not loaded."""
-    return lake_days_stream(
+    return lake_days_files(
         context, object_store.get_store(), lake_events_quarantine_object, "lake/events_quarantine"
     )
 

@@ -118,16 +118,29 @@ def _retry(fn: Any, attempts: int = 8) -> Any:
 
 
 class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
-    """Stores Polars frames, Arrow tables and Arrow streams by column name; loads Polars frames.
+    """Stores Polars frames, Arrow tables, Arrow streams and Parquet files by column name;
+    loads Polars frames.
 
     An Arrow stream (``pa.RecordBatchReader``) is inserted as it is read, so an asset that
     outputs a partition range (a single-run backfill) can hand over one day at a time and the
-    run never holds the whole range in memory.
+    run never holds the whole range in memory. ``ParquetFiles`` (lake objects) are read by
+    DuckDB itself, in parallel, and never enter Python at all.
     """
 
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Any, connection: Any
     ) -> dict[str, Any]:
+        # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
+        target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
+        if isinstance(obj, wh.ParquetFiles):
+            source = obj.source_sql()
+            connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0"  # noqa: S608
+            )
+            inserted = connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM {source}"  # noqa: S608
+            ).fetchone()
+            return self._written_metadata(connection, table_slice, inserted)
         if isinstance(obj, pl.DataFrame):
             # DuckLake stores variable-length lists, not fixed-size arrays (e.g. embeddings).
             obj = obj.with_columns(
@@ -136,8 +149,6 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
                 if isinstance(t, pl.Array)
             )
         data = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
-        # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
-        target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
         # The table is created from the schema alone: a stream can be read only once.
         connection.register("mdp_output_schema", data.schema.empty_table())
         connection.register("mdp_output", data)
@@ -153,7 +164,12 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
             connection.unregister("mdp_output_schema")
         if isinstance(data, pa.Table):
             return table_metadata(data)
-        # A stream is gone once inserted: preview what was written, inside this transaction.
+        return self._written_metadata(connection, table_slice, inserted)
+
+    @staticmethod
+    def _written_metadata(connection: Any, table_slice: TableSlice, inserted: Any) -> dict:
+        """A stream or files are gone once inserted: preview what was written, inside this
+        transaction, with the true row count."""
         sample = connection.execute(
             f"{DuckDbClient.get_select_statement(table_slice)} LIMIT 5"
         ).fetch_arrow_table()
@@ -170,7 +186,7 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
 
     @property
     def supported_types(self) -> Sequence[type]:
-        return [pl.DataFrame, pa.Table, pa.RecordBatchReader]
+        return [pl.DataFrame, pa.Table, pa.RecordBatchReader, wh.ParquetFiles]
 
 
 class DuckLakeIOManager(DuckDBIOManager):
