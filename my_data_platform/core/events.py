@@ -550,9 +550,9 @@ def _take_lines(lines: pa.Array, rids: np.ndarray) -> pa.Array:
     return out.cast(pa.string())
 
 
-#: Reasons found after the SQL pass, by code (0: none, the SQL reason stands).
-_LATE_REASONS = ("", "unknown_user", "unknown_photo", "duplicate")
-_UNKNOWN_USER, _UNKNOWN_PHOTO, _DUPLICATE = 1, 2, 3
+#: Reasons the id checks give, by code (0: none, the SQL reason stands).
+_LATE_REASONS = ("", "unknown_user", "unknown_photo")
+_UNKNOWN_USER, _UNKNOWN_PHOTO = 1, 2
 _EVENT_COLUMNS = ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
 
 
@@ -676,33 +676,33 @@ class _Deduplicator:
     def add(self, s: _Screened) -> np.ndarray:
         """The rows of ``s.events`` that are duplicates, ascending."""
         ids = s.events.column("event_id")
-        dup = self._within(s, ids) | self._earlier(s, ids)
+        ordered = s.hashes[s.order]
         slots = self._slots(s.hashes)
+        dup = self._within(s.order, ordered, ids) | self._earlier(s.hashes, slots, ids)
         self._seen[slots] = True
-        self._files.append((s.hashes[s.order], s.order, ids))
+        self._files.append((ordered, s.order, ids))
         return np.flatnonzero(dup)
 
     @staticmethod
-    def _within(s: _Screened, ids: pa.ChunkedArray) -> np.ndarray:
-        dup = np.zeros(s.hashes.size, dtype=bool)
-        ordered = s.hashes[s.order]
+    def _within(order: np.ndarray, ordered: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+        dup = np.zeros(ordered.size, dtype=bool)
         same = ordered[1:] == ordered[:-1]
         if not same.any():
             return dup
         in_group = np.zeros(ordered.size, dtype=bool)
         in_group[1:] |= same
         in_group[:-1] |= same
-        rows = np.sort(s.order[in_group])  # rows that share a hash with another, in line order
+        rows = np.sort(order[in_group])  # rows that share a hash with another, in line order
         first = pl.Series(ids.take(pa.array(rows))).is_first_distinct().to_numpy()
         dup[rows[~first]] = True
         return dup
 
-    def _earlier(self, s: _Screened, ids: pa.ChunkedArray) -> np.ndarray:
-        dup = np.zeros(s.hashes.size, dtype=bool)
-        cand = np.flatnonzero(self._seen[self._slots(s.hashes)])
+    def _earlier(self, hashes: np.ndarray, slots: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+        dup = np.zeros(hashes.size, dtype=bool)
+        cand = np.flatnonzero(self._seen[slots])
         if cand.size == 0:
             return dup
-        want = s.hashes[cand]
+        want = hashes[cand]
         mine = pl.Series(ids.take(pa.array(cand)))
         for sorted_hashes, order, their_ids in self._files:
             lo = np.searchsorted(sorted_hashes, want, side="left")

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import dagster as dg
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from my_data_platform.core.duck import sql_literal
 from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
@@ -125,9 +124,9 @@ def lake_days_files(
             (rows,) = conn.execute(
                 f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_literal(uri)})"  # noqa: S608
             ).fetchone() or (0,)
-            sample = conn.execute(f"SELECT * FROM {files.source_sql()} LIMIT 5").arrow()  # noqa: S608
-            if isinstance(sample, pa.RecordBatchReader):
-                sample = sample.read_all()
+            sample = conn.execute(
+                f"SELECT * FROM {files.source_sql()} LIMIT 5"  # noqa: S608
+            ).fetch_arrow_table()
             context.add_asset_metadata(
                 table_metadata(sample, row_count=int(rows or 0)), partition_key=day
             )
