@@ -45,6 +45,23 @@ def _stop_test_mongods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         stop_mongod(state.parent)
 
 
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_left_current() -> Iterator[None]:
+    """A test must leave Dagster's current instance (the one definitions load against) as it
+    found it. An evaluation context built with ``build_schedule_context`` and never exited, for
+    example, leaves its instance current after the test; once that instance is collected, any
+    later test that loads definitions in the same worker fails with "undefined DagsterInstance
+    weakref", depending on which tests the worker happened to run before."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    before = DefsStateStorage.get()
+    yield
+    assert DefsStateStorage.get() is before, (
+        "this test left a Dagster instance current: enter Dagster instances and evaluation "
+        "contexts with `with`"
+    )
+
+
 @pytest.fixture
 def data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point every setting at a fresh data dir under ``tmp_path``."""

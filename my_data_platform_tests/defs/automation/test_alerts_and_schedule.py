@@ -61,11 +61,15 @@ def test_schedule_through_dagster_uses_the_env_timezone(
     assert DATASET in job.asset_layer.selected_asset_keys
     # the nightly job builds the dataset and trains the model from it
     assert dg.AssetKey(["training", "popularity_model"]) in job.asset_layer.selected_asset_keys
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(
+    # The context is entered and exited: it opens its own instance from the ref and makes it
+    # the current one; left open, that would outlive this test as a dead reference.
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=dt.datetime(2024, 3, 2, 2, tzinfo=dt.UTC),
-        )
+        ) as ctx,
+    ):
         data = schedule.evaluate_tick(ctx)
         assert data.run_requests == [] and data.skip_message
         materialize(instance, TRAINING)
