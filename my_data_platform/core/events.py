@@ -496,18 +496,19 @@ def _check_file(name: str, data: bytes) -> tuple[DecodedLines, pa.Table]:
 # The day
 
 
-def _known_ids(ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> pa.Array | None:
-    if ids is None:
-        return None
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    if not isinstance(ids, pa.Array):
-        ids = pa.array(np.asarray(ids))
-    return ids.cast(pa.int64())
-
-
 class _KnownIds:
     """Membership in a set of ids, through a dense lookup table when the ids allow one."""
+
+    @classmethod
+    def of(cls, ids: np.ndarray | pa.Array | pa.ChunkedArray | None) -> _KnownIds | None:
+        """The set of ``ids``; None (no check) when no ids are given."""
+        if ids is None:
+            return None
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        if not isinstance(ids, pa.Array):
+            ids = pa.array(np.asarray(ids))
+        return cls(ids.cast(pa.int64()))
 
     def __init__(self, known: pa.Array) -> None:
         self.known = known
@@ -771,9 +772,7 @@ def ingest_day(
     of its own while the next files are still being validated. A failing sink fails the day.
     """
     ordered = sorted(files, key=lambda f: f[0])
-    known_u, known_p = _known_ids(known_user_ids), _known_ids(known_photo_ids)
-    users = _KnownIds(known_u) if known_u is not None else None
-    photos = _KnownIds(known_p) if known_p is not None else None
+    users, photos = _KnownIds.of(known_user_ids), _KnownIds.of(known_photo_ids)
     dedup = _Deduplicator()
     events_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
@@ -30,53 +32,43 @@ def make_engine(url: str) -> sa.Engine:
         raise OLTPError(f"invalid OLTP URL {redact_url(url)}: {exc}") from exc
 
 
-def read_table(url: str, table: str, columns: list[str]) -> pl.DataFrame:
-    """Read ``columns`` of ``table``; a missing table or column is a clear error.
-
-    The query runs straight away; the schema is inspected (slow on some databases) only to
-    explain a failure.
-    """
+@contextlib.contextmanager
+def _selecting(url: str, table: str, columns: list[str]) -> Iterator[tuple[sa.Engine, sa.Select]]:
+    """An engine and ``SELECT columns FROM table``; any driver error while the block runs
+    becomes an ``OLTPError`` naming the missing table or columns when that is the cause.
+    The schema is inspected (slow on some databases) only to explain a failure."""
     for name in (table, *columns):
         if not _IDENT.match(name):
             raise OLTPError(f"not a safe identifier: {name!r}")
     engine = make_engine(url)
+    dbapi_error = engine.dialect.loaded_dbapi.Error  # PEP 249: every driver error
     try:
-        query = sa.select(*[sa.column(c) for c in columns]).select_from(sa.table(table))
-        try:
-            with engine.connect() as conn:
-                return pl.read_database(query, connection=conn, infer_schema_length=None)
-        except sa.exc.DBAPIError as exc:
-            _explain(engine, url, table, columns)
-            raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {exc.orig}") from exc
+        yield engine, sa.select(*[sa.column(c) for c in columns]).select_from(sa.table(table))
+    except (sa.exc.DBAPIError, dbapi_error) as exc:
+        _explain(engine, url, table, columns)
+        orig = getattr(exc, "orig", exc)
+        raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {orig}") from exc
     finally:
         engine.dispose()
+
+
+def read_table(url: str, table: str, columns: list[str]) -> pl.DataFrame:
+    """Read ``columns`` of ``table``; a missing table or column is a clear error."""
+    with _selecting(url, table, columns) as (engine, query), engine.connect() as conn:
+        return pl.read_database(query, connection=conn, infer_schema_length=None)
 
 
 def read_ids(url: str, table: str, column: str) -> np.ndarray:
     """One integer column (an id) as int64, fetched through the raw driver cursor: several
     times faster than building a DataFrame row by row, for the id sets the lake checks."""
-    for name in (table, column):
-        if not _IDENT.match(name):
-            raise OLTPError(f"not a safe identifier: {name!r}")
-    engine = make_engine(url)
-    try:
-        query = sa.select(sa.column(column)).select_from(sa.table(table))
+    with _selecting(url, table, [column]) as (engine, query), engine.connect() as conn:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-        dbapi_error = engine.dialect.loaded_dbapi.Error  # PEP 249: every driver error
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with engine.connect() as conn:
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    cursor.execute(sql)
-                    values = [row[0] for row in cursor.fetchall()]
-                finally:
-                    cursor.close()
-        except (sa.exc.DBAPIError, dbapi_error) as exc:
-            _explain(engine, url, table, [column])
-            orig = getattr(exc, "orig", exc)
-            raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {orig}") from exc
-    finally:
-        engine.dispose()
+            cursor.execute(sql)
+            values = [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
     if any(v is None for v in values):
         raise OLTPError(f"OLTP column {table}.{column} in {redact_url(url)} holds NULL ids")
     try:
