@@ -7,7 +7,10 @@ OLTP database and the warehouse. Both implementations give the same guarantees:
 * a write is atomic from a reader's point of view: a reader sees the old object or the new
   one, never a partial file (local: temp file + ``os.replace``; S3: a single PUT);
 * ``list`` returns keys in lexicographic order and can resume after a key, so a sensor can
-  walk a large prefix incrementally (S3 ``StartAfter``).
+  walk a large prefix incrementally (S3 ``StartAfter``);
+* objects are never modified in place: every write publishes a new object, so ``copy`` may
+  share the bytes (a hard link locally, a server-side copy on S3) and the copy stays as it was
+  when the source is rewritten or deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,6 +109,17 @@ class ObjectStore(ABC):
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         """Publish a finished local file under ``key`` atomically."""
 
+    @abstractmethod
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        """Publish object ``src`` under ``dst`` too, atomically, without the bytes passing
+        through this process (a hard link where the filesystem allows, else a file copy; a
+        server-side copy on S3)."""
+
+    @abstractmethod
+    def key_of(self, uri: str) -> str | None:
+        """The key (or, for a URI ending in ``/``, the prefix) that ``uri()`` maps to ``uri``;
+        None when ``uri`` lies outside this store."""
+
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
@@ -177,6 +192,54 @@ class LocalObjectStore(ObjectStore):
                 os.unlink(tmp)
             raise
         return self._info(key, dest)
+
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        source, dest = self._path(src), self._path(dst)
+        if not source.is_file():
+            raise ObjectNotFoundError(f"{src!r} not found in {self.describe()}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}.part"
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:  # another filesystem, or links not supported
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return self._info(dst, dest)
+
+    def key_of(self, uri: str) -> str | None:
+        path = Path(uri)
+        if "://" in uri or not path.is_absolute():
+            return None
+        try:
+            rel = path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        if rel == ".":
+            return "" if uri.endswith("/") else None
+        key = rel + "/" if uri.endswith("/") else rel
+        try:
+            return validate_key(key, allow_prefix=key.endswith("/"))
+        except InvalidKeyError:
+            return None
+
+    @contextlib.contextmanager
+    def writing(self, key: str, suffix: str = "") -> Iterator[Path]:
+        # The temp file sits beside its destination (hidden from ``list``), so publishing it is
+        # a rename rather than a copy.
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}{suffix}"
+        try:
+            yield tmp
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -287,6 +350,33 @@ class S3ObjectStore(ObjectStore):
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         # One PUT is atomic on S3: readers see the old object or the new one.
         return self.put_bytes(key, Path(path).read_bytes())
+
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        validate_key(src)
+        validate_key(dst)
+        # A managed copy: one CopyObject, or a multipart copy for objects over its size limit.
+        self._call(
+            "copy",
+            src,
+            self.client.copy,
+            CopySource={"Bucket": self.bucket, "Key": self._full(src)},
+            Bucket=self.bucket,
+            Key=self._full(dst),
+        )
+        info = self.head(dst)
+        if info is None:  # pragma: no cover - the store acknowledged the copy
+            raise ObjectStoreError(f"copy of {src!r} to {dst!r} vanished on {self.describe()}")
+        return info
+
+    def key_of(self, uri: str) -> str | None:
+        head = f"s3://{self.bucket}/" + (f"{self.prefix}/" if self.prefix else "")
+        if not uri.startswith(head):
+            return None
+        key = uri[len(head) :]
+        try:
+            return validate_key(key, allow_prefix=key == "" or key.endswith("/"))
+        except InvalidKeyError:
+            return None
 
     def get_bytes(self, key: str) -> bytes:
         validate_key(key)

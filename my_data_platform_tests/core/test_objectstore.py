@@ -81,6 +81,49 @@ def test_writing_publishes_only_on_success(store: ObjectStore) -> None:
     assert [o.key for o in store.list("lake/")] == ["lake/t.parquet"]
 
 
+def test_a_copy_keeps_its_bytes_when_the_source_is_rewritten_or_deleted(
+    store: ObjectStore,
+) -> None:
+    store.put_bytes("lake/a/src.bin", b"first version")
+    info = store.copy("lake/a/src.bin", "warehouse/t/copy.bin")
+    assert info.key == "warehouse/t/copy.bin" and info.size == len(b"first version")
+    assert store.get_bytes("warehouse/t/copy.bin") == b"first version"
+    with store.writing("lake/a/src.bin") as path:  # the way the lake republishes a day
+        path.write_bytes(b"second, longer version")
+    assert store.get_bytes("warehouse/t/copy.bin") == b"first version"
+    store.delete("lake/a/src.bin")
+    assert store.get_bytes("warehouse/t/copy.bin") == b"first version"
+    assert [o.key for o in store.list("warehouse/")] == ["warehouse/t/copy.bin"]
+    with pytest.raises(ObjectNotFoundError, match=r"lake/a/src\.bin"):
+        store.copy("lake/a/src.bin", "warehouse/t/other.bin")
+    with pytest.raises(InvalidKeyError):
+        store.copy("warehouse/t/copy.bin", "../outside.bin")
+
+
+def test_key_of_inverts_uri_and_refuses_what_is_outside(store: ObjectStore, tmp_path: Path) -> None:
+    for key in ("lake/events/date=2026-01-01/events.parquet", "a"):
+        assert store.key_of(store.uri(key)) == key
+    prefix_uri = store.uri("warehouse/x")[: -len("x")]  # "<root>/warehouse/"
+    assert store.key_of(prefix_uri) == "warehouse/"
+    outside = [str(tmp_path / "elsewhere" / "f.parquet"), "relative/f.parquet", "s3://other/f"]
+    if isinstance(store, LocalObjectStore):
+        outside.append(str(store.root / ".." / "escape.parquet"))
+    else:
+        outside.append(store.uri("a").replace(f"s3://{store.bucket}/", "s3://another-bucket/"))
+    for uri in outside:
+        assert store.key_of(uri) is None, uri
+
+
+def test_local_writes_stay_hidden_beside_their_destination(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "lake")
+    with store.writing("lake/d/t.bin") as path:
+        assert path.parent == store.root / "lake" / "d"  # published by a rename, not a copy
+        path.write_bytes(b"x")
+        assert list(store.list("lake/")) == []
+    assert [o.key for o in store.list("lake/")] == ["lake/d/t.bin"]
+    assert sorted(p.name for p in (store.root / "lake" / "d").iterdir()) == ["t.bin"]
+
+
 def test_duckdb_and_polars_read_uri(store: ObjectStore) -> None:
     with store.writing("lake/t.parquet", suffix=".parquet") as path:
         pl.DataFrame({"a": [1, 2, 3]}).write_parquet(path)
