@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from my_data_platform.core.duck import load_extension, sql_literal
+from my_data_platform.core.duck import load_extension, quote_ident, sql_literal
 from my_data_platform.core.objectstore import ObjectStore
 
 CATALOG_ALIAS = "mdp"
@@ -157,11 +158,10 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 @dataclass(frozen=True)
 class ParquetFiles:
-    """Parquet objects for the warehouse to load by itself.
+    """Parquet objects for the warehouse to load by itself, never through Python.
 
-    DuckDB reads them straight from the object store (``uris`` as ``ObjectStore.uri`` gives
-    them) with all its threads and writes the DuckLake files in the same pass, so the rows
-    never pass through Python. Columns are matched by name; a file may lack a column.
+    ``uris`` are as ``ObjectStore.uri`` gives them. Columns are matched by name; a file may
+    lack a column. See ``load_parquet_files`` for how they get into a table.
     """
 
     uris: tuple[str, ...]
@@ -172,6 +172,70 @@ class ParquetFiles:
             raise ValueError("ParquetFiles needs at least one file")
         files = ", ".join(sql_literal(u) for u in self.uris)
         return f"read_parquet([{files}], hive_partitioning = false, union_by_name = true)"
+
+
+def load_parquet_files(
+    conn: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: str,
+    files: ParquetFiles,
+    *,
+    store: ObjectStore | None = None,
+    data_path: str | None = None,
+) -> int:
+    """Add the rows of ``files`` to ``schema.table`` (which must exist) inside the caller's
+    transaction; returns the number of rows added.
+
+    When the files and DuckLake's ``data_path`` are in ``store`` and every column of
+    every file has the table's type, each file is copied into the table's folder (a hard link
+    locally, a server-side copy on S3) and registered as it is (``ducklake_add_data_files``):
+    its rows are never decoded and encoded again. DuckLake owns that copy (compaction may
+    delete it) while the lake keeps its own object, which it only ever replaces, never edits,
+    so a snapshot an analyst is reading cannot change under them. Otherwise DuckDB reads the
+    files with all its threads and writes DuckLake files of its own (``INSERT ... SELECT``).
+    A copy left behind by a transaction that failed to commit is an orphan that
+    ``ducklake_delete_orphaned_files`` removes.
+    """
+    target = f"{quote_ident(schema)}.{quote_ident(table)}"
+    folder = store.key_of(data_path.rstrip("/") + "/") if store and data_path else None
+    keys = [store.key_of(u) for u in files.uris] if store and folder is not None else []
+    if store is None or folder is None or None in keys or not _columns_fit(conn, target, files):
+        inserted = conn.execute(
+            f"INSERT INTO {target} BY NAME SELECT * FROM {files.source_sql()}"  # noqa: S608
+        ).fetchone()
+        return int(inserted[0]) if inserted else 0
+    copies: list[str] = []
+    try:
+        for key in keys:
+            assert key is not None
+            copy = f"{folder}{schema}/{table}/mdp-{uuid.uuid4()}.parquet"
+            store.copy(key, copy)
+            copies.append(copy)
+            conn.execute(
+                "CALL ducklake_add_data_files(?, ?, ?, schema => ?, allow_missing => true)",
+                [CATALOG_ALIAS, table, store.uri(copy), schema],
+            )
+    except BaseException:
+        for copy in copies:
+            with contextlib.suppress(Exception):
+                store.delete(copy)
+        raise
+    (rows,) = conn.execute(
+        "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [list(files.uris)]
+    ).fetchone() or (0,)
+    return int(rows)
+
+
+def _columns_fit(conn: duckdb.DuckDBPyConnection, target: str, files: ParquetFiles) -> bool:
+    """Every column of every file exists in ``target`` with the same type."""
+    table = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {target}").fetchall()}
+    for uri in files.uris:
+        described = conn.execute(
+            f"DESCRIBE SELECT * FROM read_parquet({sql_literal(uri)}, hive_partitioning = false)"  # noqa: S608
+        ).fetchall()
+        if any(table.get(name) != kind for name, kind, *_ in described):
+            return False
+    return True
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -123,9 +123,18 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
 
     An Arrow stream (``pa.RecordBatchReader``) is inserted as it is read, so an asset that
     outputs a partition range (a single-run backfill) can hand over one day at a time and the
-    run never holds the whole range in memory. ``ParquetFiles`` (lake objects) are read by
-    DuckDB itself, in parallel, and never enter Python at all.
+    run never holds the whole range in memory. ``ParquetFiles`` (lake objects) never enter
+    Python at all: they become DuckLake data files as they are when they can, else DuckDB
+    loads them (``warehouse.load_parquet_files``).
     """
+
+    def __init__(
+        self,
+        location: wh.WarehouseLocation | None = None,
+        object_store: ObjectStoreResource | None = None,
+    ) -> None:
+        self.location = location
+        self.object_store = object_store
 
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Any, connection: Any
@@ -133,14 +142,18 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
         # Identifiers come from asset keys and are checked by quote_ident; data is bound by name.
         target = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
         if isinstance(obj, wh.ParquetFiles):
-            source = obj.source_sql()
             connection.execute(
-                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0"  # noqa: S608
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {obj.source_sql()} LIMIT 0"  # noqa: S608
             )
-            inserted = connection.execute(
-                f"INSERT INTO {target} BY NAME SELECT * FROM {source}"  # noqa: S608
-            ).fetchone()
-            return self._written_metadata(connection, table_slice, inserted)
+            added = wh.load_parquet_files(
+                connection,
+                table_slice.schema,
+                table_slice.table,
+                obj,
+                store=self.object_store.get_store() if self.object_store else None,
+                data_path=self.location.data_path if self.location else None,
+            )
+            return self._written_metadata(connection, table_slice, (added,))
         if isinstance(obj, pl.DataFrame):
             # DuckLake stores variable-length lists, not fixed-size arrays (e.g. embeddings).
             obj = obj.with_columns(
@@ -217,7 +230,7 @@ class DuckLakeIOManager(DuckDBIOManager):
             db_client=DuckLakeClient(self.location(), self.object_store),
             database=self.database,
             schema=self.schema_,
-            type_handlers=self.type_handlers(),
+            type_handlers=[PolarsArrowTypeHandler(self.location(), self.object_store)],
             default_load_type=self.default_load_type(),
             io_manager_name="DuckLakeIOManager",
         )

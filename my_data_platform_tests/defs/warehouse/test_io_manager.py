@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -17,6 +18,7 @@ from dagster._core.storage.tags import (
 )
 
 from my_data_platform.core import warehouse as wh
+from my_data_platform.core.objectstore import LocalObjectStore
 from my_data_platform.defs.lake.resources import LocalObjectStoreResource
 from my_data_platform.defs.warehouse.resources import DuckLakeIOManager
 from my_data_platform_tests.conftest import wait_for_file
@@ -298,3 +300,93 @@ def test_parquet_files_are_loaded_by_duckdb_and_replace_their_days(tmp_path: Pat
         (100, 100, 3, 3),
         (100, 0, 3, 3),
     ]
+
+
+def _lake_day(store: LocalObjectStore, day: str, version: int, *, narrow: bool = False) -> str:
+    """Publishes one day's lake file (as lake/events does) and returns its URI."""
+    key = f"lake/adopted/date={day}/part.parquet"
+    table = pa.table(
+        {
+            "part": [day] * 100,
+            "i": pa.array(range(100), pa.int32() if narrow else pa.int64()),
+            "version": pa.array([version] * 100, pa.int64()),
+        }
+    )
+    with store.writing(key, suffix=".parquet") as path:
+        pq.write_table(table, path)
+    return store.uri(key)
+
+
+@dg.asset(
+    key=["warehouse", "adopted"],
+    partitions_def=days,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    metadata={"partition_expr": "part"},
+    config_schema={"version": int, "root": str, "narrow": dg.Field(bool, default_value=False)},
+)
+def adopted(context: dg.AssetExecutionContext) -> wh.ParquetFiles:
+    """Lake files inside the object store that holds DuckLake's data path."""
+    cfg = context.op_execution_context.op_config
+    store = LocalObjectStore(cfg["root"])
+    return wh.ParquetFiles(
+        tuple(
+            _lake_day(store, d, cfg["version"], narrow=cfg["narrow"])
+            for d in context.partition_keys
+        )
+    )
+
+
+def _data_files(tmp_path: Path, table: str) -> list[Path]:
+    conn = wh.connect(_location(tmp_path))
+    try:
+        rows = conn.execute(
+            "SELECT data_file FROM ducklake_list_files('mdp', ?, schema => 'warehouse')", [table]
+        ).fetchall()
+    finally:
+        conn.close()
+    return sorted(Path(r[0]) for r in rows)
+
+
+def test_lake_files_become_ducklake_files_without_being_rewritten(tmp_path: Path) -> None:
+    """Files in the store are linked into the table's folder and registered as they are; the
+    warehouse keeps its snapshot when the lake republishes a day, and a day whose column
+    types differ from the table's is loaded by DuckDB instead."""
+    store = LocalObjectStore(tmp_path / "lake")
+
+    def run(first: str, last: str, version: int, narrow: bool = False) -> dg.ExecuteInProcessResult:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+        cfg = {"version": version, "root": str(store.root), "narrow": narrow}
+        return dg.materialize(
+            [adopted],
+            tags=tags,
+            resources=_resources(tmp_path),
+            run_config={"ops": {"warehouse__adopted": {"config": cfg}}},
+        )
+
+    assert run("d1", "d3", 1).success
+    assert _counts(tmp_path, "adopted") == [(d, 100, 100, 1, 1) for d in ("d1", "d2", "d3")]
+    files = _data_files(tmp_path, "adopted")
+    table_dir = tmp_path / "lake" / "warehouse" / "warehouse" / "adopted"
+    assert len(files) == 3 and all(f.parent == table_dir for f in files)
+    lake_inodes = {
+        (store.root / "lake" / "adopted" / f"date={d}" / "part.parquet").stat().st_ino
+        for d in ("d1", "d2", "d3")
+    }
+    assert {f.stat().st_ino for f in files} == lake_inodes  # the same bytes, never rewritten
+
+    _lake_day(store, "d2", 9)  # the lake republishes a day; the warehouse is not re-run
+    assert _counts(tmp_path, "adopted")[1] == ("d2", 100, 100, 1, 1)
+
+    mats = run("d2", "d2", 2).asset_materializations_for_node("warehouse__adopted")
+    assert [m.metadata["dagster/row_count"].value for m in mats] == [100]
+    assert [c[3] for c in _counts(tmp_path, "adopted")] == [1, 2, 1]
+
+    assert run("d3", "d3", 3, narrow=True).success  # int32 "i" into a BIGINT column
+    assert _counts(tmp_path, "adopted") == [
+        ("d1", 100, 100, 1, 1),
+        ("d2", 100, 100, 2, 2),
+        ("d3", 100, 100, 3, 3),
+    ]
+    files = _data_files(tmp_path, "adopted")
+    narrow_lake = (store.root / "lake" / "adopted" / "date=d3" / "part.parquet").stat().st_ino
+    assert len(files) == 3 and narrow_lake not in {f.stat().st_ino for f in files}
