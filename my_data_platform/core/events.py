@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterable
@@ -221,16 +222,19 @@ def _string_views(
     n = starts.size
     views = np.zeros((n, 4), dtype=np.int32)
     views[:, 0] = lens
-    raw = views.view(np.uint8).reshape(n, 16)
-    long = np.flatnonzero(lens > _INLINE)
-    if long.size:
-        s = starts[long]
-        for k in range(4):
-            raw[long, 4 + k] = buf[s + k]
-        views[long, 2] = first_buffer + (s // _SEGMENT)
-        views[long, 3] = s % _SEGMENT
-    short = np.flatnonzero(lens <= _INLINE)
+    long = lens > _INLINE
+    every = bool(long.all())
+    rows = slice(None) if every else np.flatnonzero(long)
+    s = starts[rows]
+    if s.size:
+        # the 4-byte prefix of every long string in one gather: a uint32 at every byte offset
+        at = np.ndarray((buf.size - 3,), dtype="<u4", buffer=buf, strides=(1,))
+        views[rows, 1] = at[s].view(np.int32)
+        views[rows, 2] = first_buffer + (s // _SEGMENT)
+        views[rows, 3] = s % _SEGMENT
+    short = np.empty(0, dtype=np.intp) if every else np.flatnonzero(~long)
     if short.size:
+        raw = views.view(np.uint8).reshape(n, 16)
         idx = starts[short, None] + np.arange(_INLINE)
         np.minimum(idx, max(buf.size - 1, 0), out=idx)
         inline = buf[idx] if buf.size else np.zeros(idx.shape, np.uint8)
@@ -263,6 +267,17 @@ def _lines_array(data: bytes, starts: np.ndarray, lens: np.ndarray, bad: np.ndar
     )
 
 
+def _newlines(buf: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """Positions of the newlines in ``buf``, compared a cache-sized chunk at a time."""
+    hits = np.empty(min(chunk, buf.size), dtype=bool)
+    found = []
+    for at in range(0, buf.size, chunk):
+        part = buf[at : at + chunk]
+        np.equal(part, 10, out=hits[: part.size])
+        found.append(np.flatnonzero(hits[: part.size]) + at)
+    return np.concatenate(found) if found else np.empty(0, dtype=np.intp)
+
+
 def decompress_lines(name: str, data: bytes) -> DecodedLines:
     """Inflate one landed file and cut it into its non-blank lines, zero-copy.
 
@@ -272,7 +287,7 @@ def decompress_lines(name: str, data: bytes) -> DecodedLines:
     """
     text, error = _inflate(data)
     buf = np.frombuffer(text, dtype=np.uint8)
-    ends = np.flatnonzero(buf == 10)
+    ends = _newlines(buf)
     has_tail = buf.size > 0 and (ends.size == 0 or ends[-1] != buf.size - 1)
     if has_tail:
         ends = np.append(ends, buf.size)
@@ -284,7 +299,8 @@ def decompress_lines(name: str, data: bytes) -> DecodedLines:
     partial_last = bool(error is not None and has_tail and keep[-1])
     bad = _bad_utf8_lines(text, ends)
     line_no = np.flatnonzero(keep) + 1
-    starts, ends = starts[keep], ends[keep]
+    if line_no.size < keep.size:
+        starts, ends = starts[keep], ends[keep]
     if bad.size:
         bad = np.searchsorted(line_no, bad[keep[bad]] + 1)
     lines = _lines_array(text, starts, ends - starts, bad)
@@ -409,11 +425,24 @@ FROM checked
 _SQL = _validation_sql()
 
 
+#: The typed fields of an event, as both paths give them (``EVENTS_SCHEMA``'s first columns).
+_FIELDS_SCHEMA = pa.schema([EVENTS_SCHEMA.field(f).with_nullable(True) for f in FIELDS])
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> pa.Table:
+    con.register(name, table)
+    try:
+        return con.execute(sql).to_arrow_table(1 << 22)
+    finally:
+        con.unregister(name)
+
+
 #: Lines that match this exactly are in the canonical layout of the event contract (the keys in
 #: contract order, no whitespace, no escapes, printable ASCII strings, ints short enough for
 #: int64, a strict ISO timestamp): for them every check of ``_SQL`` but the timestamp cast is
-#: known to pass, so they only need one typed parse (``_FAST_SQL``). Everything else, and a fast
-#: line whose timestamp does not cast, goes through the full ``_SQL`` with its exact reasons.
+#: known to pass, so they only need one typed parse (``_FAST_SQL``). Everything else, and a
+#: canonical line whose timestamp does not exist, goes through the full ``_SQL`` with its
+#: exact reasons.
 _FAST_STR = r"[ !#-\[\]-~]"
 _FAST_INT = r"-?(?:0|[1-9][0-9]{0,17})"
 _FAST_RE = (
@@ -429,67 +458,108 @@ _FAST_STRUCT = (
     '"ts": "VARCHAR", "dwell_ms": "BIGINT", "client": "VARCHAR"}'
 )
 _FAST_SQL = f"""
-SELECT rid, NULL::VARCHAR AS reason, j.event_id, j.event_type, j.user_id, j.photo_id,
-    TRY_CAST(j.ts AS TIMESTAMPTZ) AS ts_utc, j.dwell_ms, j.client, false AS extra
-FROM (SELECT rid, json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
+SELECT j.event_id, j.event_type, j.user_id, j.photo_id,
+    TRY_CAST(j.ts AS TIMESTAMPTZ) AS ts, j.dwell_ms, j.client
+FROM (SELECT json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
 """  # noqa: S608
 
 
-def _run_sql(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> pa.Table:
-    con.register(name, table)
-    try:
-        result = con.execute(sql).arrow()
-        return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
-    finally:
-        con.unregister(name)
+def _gather_views(lines: pa.Array, rids: np.ndarray) -> pa.Array:
+    """Rows ``rids`` of a string_view array, still string_view and sharing its buffers.
+
+    Arrow has no take kernel for string_view, but a view is just 16 bytes pointing into a
+    buffer: gather the views and keep the buffers.
+    """
+    if rids.size == len(lines):
+        return lines
+    bufs = lines.buffers()
+    views = np.frombuffer(bufs[1], dtype=np.int32).reshape(-1, 4)[lines.offset :]
+    picked = np.ascontiguousarray(views[rids])
+    return pa.Array.from_buffers(
+        pa.string_view(), rids.size, [None, pa.py_buffer(picked), *bufs[2:]]
+    )
 
 
-def _check_file(name: str, data: bytes) -> tuple[DecodedLines, pa.Table]:
-    """Inflate, split and validate one file; the result rows are in line order.
+def _take_lines(lines: pa.Array, rids: np.ndarray) -> pa.Array:
+    """Rows ``rids`` of a string_view array, as plain strings."""
+    if rids.size == 0:
+        return pa.array([], pa.string())
+    return _gather_views(lines, rids).cast(pa.string())
+
+
+@dataclass
+class _Checked:
+    """One file through the SQL checks: every line is either in ``rid`` or in ``bad_rid``."""
+
+    lines: DecodedLines
+    rid: np.ndarray
+    """Ascending indices into ``lines`` of the lines that passed."""
+    fields: pa.Table
+    """Their typed values, one row per ``rid``, in ``_FIELDS_SCHEMA``."""
+    bad_rid: np.ndarray
+    """Ascending indices of the lines that failed."""
+    bad_reason: pa.Array
+    extra_field_lines: int
+
+
+def _check_file(name: str, data: bytes) -> _Checked:
+    """Inflate, split and validate one file.
 
     Canonical lines (nearly all of a clean day) are recognised by one Rust regex in Polars and
     parsed once by a typed ``json_transform``; only the others walk the full validation SQL.
-    One single-threaded DuckDB connection per file, with two files in flight: DuckDB scans an
-    in-memory Arrow table on one thread, so parallelism comes from running files side by side.
+    Both read the lines as string views into the inflated buffer and hand back Arrow in the
+    lake's types, so nothing is converted in between. One single-threaded DuckDB connection
+    per file, with two files in flight: DuckDB scans an in-memory Arrow table on one thread,
+    so parallelism comes from running files side by side.
     """
     dl = decompress_lines(name, data)
-    n = len(dl.lines)
-    lines = pl.Series("line", dl.lines)
-    fast = lines.str.contains(_FAST_RE).fill_null(False).to_numpy()
-    if dl.partial_last:
+    fast = pl.Series("line", dl.lines).str.contains(_FAST_RE).fill_null(False).to_numpy()
+    fast = np.array(fast, dtype=bool)  # writable
+    if dl.partial_last and fast.size:
         fast[-1] = False
-    fast_rid = np.flatnonzero(fast)
+    rid = np.flatnonzero(fast)
     con = duckdb.connect(":memory:", config={"threads": 1})
     try:
         con.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
-        parts = []
-        if fast_rid.size:
-            fast_in = pa.table(
-                {"rid": pa.array(fast_rid), "line": lines.filter(pl.Series(fast)).to_arrow()}
-            )
-            done = _run_sql(con, "fast", fast_in, _FAST_SQL)
+        fields = _FIELDS_SCHEMA.empty_table()
+        if rid.size:
+            fast_in = pa.table({"line": _gather_views(dl.lines, rid)})
+            fields = _run_sql(con, "fast", fast_in, _FAST_SQL).cast(_FIELDS_SCHEMA)
             del fast_in
-            no_ts = done.column("ts_utc").is_null()
-            if no_ts.null_count or pc.any(no_ts).as_py():
-                fast[done.column("rid").filter(no_ts).to_numpy()] = False
-                done = done.filter(pc.invert(no_ts))
-            parts.append(pl.from_arrow(done))
+            if fields.column("ts").null_count:  # a timestamp that does not exist: exact reasons
+                cast = fields.column("ts").is_valid().to_numpy(zero_copy_only=False)
+                fast[rid[~cast]] = False
+                rid, fields = rid[cast], fields.filter(pa.array(cast))
         slow_rid = np.flatnonzero(~fast)
-        if slow_rid.size or not parts:
+        bad_rid, bad_reason, extra = slow_rid[:0], pa.array([], pa.string()), 0
+        if slow_rid.size:
+            n = len(dl.lines)
             slow_in = pa.table(
                 {
                     "rid": pa.array(slow_rid, pa.int64()),
-                    "line": lines.gather(slow_rid).to_arrow(),
+                    "line": _gather_views(dl.lines, slow_rid),
                     "partial": pa.array(dl.partial_last & (slow_rid == n - 1), pa.bool_()),
                 }
             )
-            parts.append(pl.from_arrow(_run_sql(con, "lines", slow_in, _SQL)))
+            slow = _run_sql(con, "lines", slow_in, _SQL)
+            del slow_in
+            extra = int(pc.sum(slow.column("extra")).as_py() or 0)
+            passed = slow.column("reason").is_null().to_numpy(zero_copy_only=False)
+            bad_rid = slow_rid[~passed]
+            bad_reason = slow.column("reason").filter(pa.array(~passed)).combine_chunks()
+            if passed.any():  # valid after all (extra keys, whitespace, escapes): merge in
+                good = (
+                    slow.filter(pa.array(passed))
+                    .rename_columns({"ts_utc": "ts"})
+                    .select(list(FIELDS))
+                )
+                merged = np.concatenate([rid, slow_rid[passed]])
+                order = np.argsort(merged, kind="stable")
+                rid = merged[order]
+                fields = pa.concat_tables([fields, good.cast(fields.schema)]).take(order)
     finally:
         con.close()
-    checked = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
-    if len(parts) > 1:
-        checked = checked.sort("rid")
-    return dl, checked.to_arrow()
+    return _Checked(dl, rid, fields, bad_rid, bad_reason.cast(pa.string()), extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,27 +604,9 @@ class _KnownIds:
         return self.table[pos]
 
 
-def _take_lines(lines: pa.Array, rids: np.ndarray) -> pa.Array:
-    """Rows ``rids`` of a string_view array, as plain strings.
-
-    Arrow has no take kernel for string_view, but a view is just 16 bytes pointing into a
-    buffer: gather the views and keep the buffers.
-    """
-    if rids.size == 0:
-        return pa.array([], pa.string())
-    bufs = lines.buffers()
-    views = np.frombuffer(bufs[1], dtype=np.int32).reshape(-1, 4)[lines.offset :]
-    picked = np.ascontiguousarray(views[rids])
-    out = pa.Array.from_buffers(
-        pa.string_view(), rids.size, [None, pa.py_buffer(picked), *bufs[2:]]
-    )
-    return out.cast(pa.string())
-
-
 #: Reasons the id checks give, by code (0: none, the SQL reason stands).
 _LATE_REASONS = ("", "unknown_user", "unknown_photo")
 _UNKNOWN_USER, _UNKNOWN_PHOTO = 1, 2
-_EVENT_COLUMNS = ["event_id", "event_type", "user_id", "photo_id", "ts_utc", "dwell_ms", "client"]
 
 
 @dataclass
@@ -562,7 +614,8 @@ class _Screened:
     """One file validated and id-checked: all that is left is the cross-file duplicate check.
 
     ``events`` holds the lines that passed every check so far, in line order, in
-    ``EVENTS_SCHEMA``; ``hashes`` are their event_ids' hashes, aligned with them.
+    ``EVENTS_SCHEMA``; ``sorted_hashes`` are their event_ids' hashes in ascending order, and
+    ``order`` the row of ``events`` each one belongs to.
     """
 
     name: str
@@ -572,15 +625,34 @@ class _Screened:
     """Each row of ``events``: its index in ``lines``."""
     quarantine: pa.Table
     """The lines that failed a check, in line order, in ``QUARANTINE_SCHEMA``."""
-    hashes: np.ndarray
+    sorted_hashes: np.ndarray
     order: np.ndarray
-    """A stable argsort of ``hashes``."""
     extra_field_lines: int
 
 
 def _id_hashes(event_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash per event_id (equal ids, equal hashes; the converse is checked)."""
     return pl.Series(event_ids).hash().to_numpy()
+
+
+#: Low bits of a packed (hash, row) word that hold the row; the hash's low 40 bits sit above.
+_ROW_BITS = 24
+_ROW_MASK = np.uint64((1 << _ROW_BITS) - 1)
+
+
+def _sorted_id_hashes(event_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The event_ids' hashes (40 bits of them) in ascending order, and the row of each.
+
+    Hash and row are packed into one word (the hash above ``_ROW_BITS``) so that a plain sort,
+    far faster than an argsort, orders both.
+    """
+    hashes = _id_hashes(event_ids) << np.uint64(_ROW_BITS)
+    if hashes.size > 1 << _ROW_BITS:  # too many rows to pack
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], order
+    packed = hashes | np.arange(hashes.size, dtype=np.uint64)
+    packed.sort()
+    return packed & ~_ROW_MASK, (packed & _ROW_MASK).astype(np.intp)
 
 
 def _quarantine_rows(
@@ -608,50 +680,52 @@ def _screen(
     photos: _KnownIds | None,
 ) -> _Screened:
     """Everything per file that needs no other file: runs in the worker threads."""
-    dl, checked = _check_file(name, data)
-    valid = checked.column("reason").is_null().to_numpy(zero_copy_only=False)
-    late = np.zeros(valid.size, dtype=np.int8)
+    c = _check_file(name, data)
+    ok = np.ones(c.rid.size, dtype=bool)
+    late = np.zeros(c.rid.size, dtype=np.int8)
     for code, column, known in (
         (_UNKNOWN_USER, "user_id", users),
         (_UNKNOWN_PHOTO, "photo_id", photos),
     ):
         if known is None:
             continue
-        miss = valid & ~known.contains(checked.column(column))
+        miss = ok & ~known.contains(c.fields.column(column))
         late[miss] = code
-        valid &= ~miss
-    valid_rid = np.flatnonzero(valid)
-    good = checked.select(_EVENT_COLUMNS).filter(pa.array(valid))
-    n_good = good.num_rows
-    events = pa.table(
-        {
-            "event_id": good.column("event_id"),
-            "event_type": good.column("event_type"),
-            "user_id": good.column("user_id"),
-            "photo_id": good.column("photo_id"),
-            "ts": good.column("ts_utc").cast(pa.timestamp("us", tz="UTC")),
-            "dwell_ms": good.column("dwell_ms"),
-            "client": good.column("client"),
-            "landing_date": pa.repeat(pa.scalar(landing_date, pa.date32()), n_good),
-            "source_file": pa.repeat(pa.scalar(name, pa.string()), n_good),
-            "line_no": pa.array(dl.line_no.to_numpy()[valid_rid], pa.int64()),
-        }
-    ).cast(EVENTS_SCHEMA)
-    bad = np.flatnonzero(~valid)
-    sql_reason = checked.column("reason").take(pa.array(bad)).cast(pa.string())
-    late_bad = late[bad]
-    late_reason = pa.array(np.asarray(_LATE_REASONS, dtype=object)[late_bad], pa.string())
-    reason = pc.if_else(pa.array(late_bad > 0), late_reason, sql_reason)
-    hashes = _id_hashes(events.column("event_id"))
+        ok &= ~miss
+    fields, valid_rid = c.fields, c.rid
+    if not ok.all():
+        fields, valid_rid = fields.filter(pa.array(ok)), valid_rid[ok]
+    n_good = valid_rid.size
+    events = pa.Table.from_arrays(
+        [
+            *fields.columns,
+            pa.repeat(pa.scalar(landing_date, pa.date32()), n_good),
+            pa.repeat(pa.scalar(name, pa.string()), n_good),
+            pa.array(c.lines.line_no.to_numpy()[valid_rid], pa.int64()),
+        ],
+        schema=EVENTS_SCHEMA,
+    )
+    unknown = ~ok
+    bad_rid = np.concatenate([c.bad_rid, c.rid[unknown]])
+    reason = pa.concat_arrays(
+        [
+            c.bad_reason,
+            pa.array(np.asarray(_LATE_REASONS, dtype=object)[late[unknown]], pa.string()),
+        ]
+    )
+    if unknown.any() and c.bad_rid.size:
+        order = np.argsort(bad_rid, kind="stable")
+        bad_rid, reason = bad_rid[order], reason.take(pa.array(order))
+    sorted_hashes, order = _sorted_id_hashes(events.column("event_id"))
     return _Screened(
         name=name,
-        lines=dl,
+        lines=c.lines,
         events=events,
         valid_rid=valid_rid,
-        quarantine=_quarantine_rows(name, landing_date, dl, bad, reason),
-        hashes=hashes,
-        order=np.argsort(hashes, kind="stable"),
-        extra_field_lines=int(pc.sum(checked.column("extra")).as_py() or 0),
+        quarantine=_quarantine_rows(name, landing_date, c.lines, bad_rid, reason),
+        sorted_hashes=sorted_hashes,
+        order=order,
+        extra_field_lines=c.extra_field_lines,
     )
 
 
@@ -660,27 +734,27 @@ class _Deduplicator:
 
     A row is a duplicate when its event_id appeared in an earlier valid row (file order, then
     line order). Hashes narrow the search and strings decide, so a collision never drops an
-    event. A bitmap of the hashes seen so far lets nearly every row of a new file skip the
-    lookup in the earlier files (each file keeps its hashes sorted), so adding a file costs
-    about the same whatever came before it.
+    event. Every hash seen so far is kept in one sorted array: a new file's sorted hashes are
+    looked up in it and merged into it in linear passes, and only the rows whose hash is
+    there (the duplicates, and the rare collision) are compared with the earlier files' ids.
     """
 
-    _BITS = 26
-
     def __init__(self) -> None:
-        self._seen = np.zeros(1 << self._BITS, dtype=bool)
+        self._seen = np.empty(0, dtype=np.uint64)
         self._files: list[tuple[np.ndarray, np.ndarray, pa.ChunkedArray]] = []
-
-    def _slots(self, hashes: np.ndarray) -> np.ndarray:
-        return (hashes >> np.uint64(64 - self._BITS)).astype(np.intp)
 
     def add(self, s: _Screened) -> np.ndarray:
         """The rows of ``s.events`` that are duplicates, ascending."""
         ids = s.events.column("event_id")
-        ordered = s.hashes[s.order]
-        slots = self._slots(s.hashes)
-        dup = self._within(s.order, ordered, ids) | self._earlier(s.hashes, slots, ids)
-        self._seen[slots] = True
+        ordered = s.sorted_hashes
+        dup = self._within(s.order, ordered, ids)
+        if self._seen.size and ordered.size:
+            at = np.minimum(np.searchsorted(self._seen, ordered), self._seen.size - 1)
+            hit = self._seen[at] == ordered
+            if hit.any():
+                dup |= self._earlier(s.order[hit], ordered[hit], ids)
+        # Two sorted runs: the stable sort (a timsort) merges them in one pass.
+        self._seen = np.sort(np.concatenate([self._seen, ordered]), kind="stable")
         self._files.append((ordered, s.order, ids))
         return np.flatnonzero(dup)
 
@@ -698,12 +772,9 @@ class _Deduplicator:
         dup[rows[~first]] = True
         return dup
 
-    def _earlier(self, hashes: np.ndarray, slots: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
-        dup = np.zeros(hashes.size, dtype=bool)
-        cand = np.flatnonzero(self._seen[slots])
-        if cand.size == 0:
-            return dup
-        want = hashes[cand]
+    def _earlier(self, cand: np.ndarray, want: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+        """Which rows ``cand`` (with sorted hashes ``want``) repeat an id of an earlier file."""
+        dup = np.zeros(len(ids), dtype=bool)
         mine = pl.Series(ids.take(pa.array(cand)))
         for sorted_hashes, order, their_ids in self._files:
             lo = np.searchsorted(sorted_hashes, want, side="left")
@@ -719,13 +790,19 @@ class _Deduplicator:
         return dup
 
 
+def _without_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table`` less the ascending ``rows``, as zero-copy slices of it (no column is copied
+    to drop the few duplicates of a file)."""
+    bounds = np.concatenate([[-1], rows, [table.num_rows]]).tolist()
+    pieces = [table.slice(a + 1, b - a - 1) for a, b in itertools.pairwise(bounds) if b - a > 1]
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
+
+
 def _settle(s: _Screened, dup: np.ndarray, landing_date: dt.date) -> tuple[pa.Table, pa.Table]:
     """The file's loaded rows and quarantine, once its duplicates (rows of ``s.events``) are
     known: duplicates join the quarantine, in line order, with reason ``duplicate``."""
     if dup.size == 0:
         return s.events, s.quarantine
-    keep = np.ones(s.events.num_rows, dtype=bool)
-    keep[dup] = False
     dq = _quarantine_rows(
         s.name,
         landing_date,
@@ -735,7 +812,7 @@ def _settle(s: _Screened, dup: np.ndarray, landing_date: dt.date) -> tuple[pa.Ta
     )
     quarantine = pa.concat_tables([s.quarantine, dq])
     quarantine = quarantine.take(pc.sort_indices(quarantine, [("line_no", "ascending")]))
-    return s.events.filter(pa.array(keep)), quarantine
+    return _without_rows(s.events, dup), quarantine
 
 
 def _file_errors(errors: list[tuple[str, str]], landing_date: dt.date) -> pa.Table:
