@@ -7,6 +7,7 @@ nothing is downloaded at run time; a name without such a package falls back to `
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,34 @@ def packaged_extension_path(name: str) -> Path | None:
 
 
 def load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load extension ``name`` from its PyPI package when there is one."""
+    """Load extension ``name`` from its PyPI package when there is one.
+
+    ``INSTALL`` copies the extension (tens of MB) into DuckDB's extension folder, so it runs
+    only when the copy there is missing, came from elsewhere or is older than the package's.
+    """
     if not _IDENT.match(name):
         raise ValueError(f"not an extension name: {name!r}")
-    loaded = conn.execute(
-        "SELECT loaded FROM duckdb_extensions() WHERE extension_name = ?", [name]
+    row = conn.execute(
+        "SELECT loaded, installed, install_path, installed_from FROM duckdb_extensions() "
+        "WHERE extension_name = ? OR list_contains(aliases, ?)",
+        [name, name],
     ).fetchone()
-    if loaded and loaded[0]:
+    if row and row[0]:
         return
     path = packaged_extension_path(name)
     if path is not None:
-        conn.execute(f"INSTALL '{_quote(str(path))}'")
-    else:
+        if not (row and row[1] and row[3] == str(path) and _not_older(row[2], path)):
+            conn.execute(f"INSTALL '{_quote(str(path))}'")
+    elif not (row and row[1]):
         conn.execute(f"INSTALL {name}")
     conn.execute(f"LOAD {name}")
+
+
+def _not_older(installed: str | None, source: Path) -> bool:
+    try:
+        return installed is not None and os.stat(installed).st_mtime >= source.stat().st_mtime
+    except OSError:
+        return False
 
 
 def quote_ident(name: str) -> str:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import duckdb
 import numpy as np
+import pandas  # noqa: F401 - pyarrow imports it on its first pa.array(): at import, not mid-ingest
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -440,9 +441,9 @@ def _run_sql(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: st
 #: Lines that match this exactly are in the canonical layout of the event contract (the keys in
 #: contract order, no whitespace, no escapes, printable ASCII strings, ints short enough for
 #: int64, a strict ISO timestamp): for them every check of ``_SQL`` but the timestamp cast is
-#: known to pass, so they only need one typed parse (``_FAST_SQL``). Everything else, and a
-#: canonical line whose timestamp does not exist, goes through the full ``_SQL`` with its
-#: exact reasons.
+#: known to pass, so they only need the typed parse (``_FAST_SQL``). Everything else, and a
+#: canonical line whose timestamp does not exist, goes through the full ``_SQL`` first, with
+#: its exact reasons.
 _FAST_STR = r"[ !#-\[\]-~]"
 _FAST_INT = r"-?(?:0|[1-9][0-9]{0,17})"
 _FAST_RE = (
@@ -458,10 +459,24 @@ _FAST_STRUCT = (
     '"ts": "VARCHAR", "dwell_ms": "BIGINT", "client": "VARCHAR"}'
 )
 _FAST_SQL = f"""
-SELECT j.event_id, j.event_type, j.user_id, j.photo_id,
-    TRY_CAST(j.ts AS TIMESTAMPTZ) AS ts, j.dwell_ms, j.client
+SELECT j.event_id, j.event_type, j.user_id, j.photo_id, j.ts, j.dwell_ms, j.client
 FROM (SELECT json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
 """  # noqa: S608
+_TS_SQL = "SELECT TRY_CAST(ts AS TIMESTAMPTZ) AS ts FROM stamps"
+_UTC = pa.timestamp("us", tz="UTC")
+
+
+def _timestamps(con: duckdb.DuckDBPyConnection, text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO-8601 text as UTC instants; null where the instant does not exist.
+
+    Arrow's cast accepts a subset of what DuckDB's ``TIMESTAMPTZ`` cast does and agrees with it
+    there (a property test holds it to that) at a fraction of the cost. When it refuses any
+    value, the column goes through DuckDB's cast, the one the full validation uses.
+    """
+    try:
+        return text.cast(_UTC)
+    except pa.ArrowInvalid:
+        return _run_sql(con, "stamps", pa.table({"ts": text}), _TS_SQL).column("ts").cast(_UTC)
 
 
 def _gather_views(lines: pa.Array, rids: np.ndarray) -> pa.Array:
@@ -502,64 +517,70 @@ class _Checked:
     extra_field_lines: int
 
 
-def _check_file(name: str, data: bytes) -> _Checked:
+def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Checked:
     """Inflate, split and validate one file.
 
-    Canonical lines (nearly all of a clean day) are recognised by one Rust regex in Polars and
-    parsed once by a typed ``json_transform``; only the others walk the full validation SQL.
-    Both read the lines as string views into the inflated buffer and hand back Arrow in the
-    lake's types, so nothing is converted in between. One single-threaded DuckDB connection
-    per file, with two files in flight: DuckDB scans an in-memory Arrow table on one thread,
-    so parallelism comes from running files side by side.
+    Canonical lines (nearly all of a clean day) are recognised by one Rust regex in Polars;
+    only the others walk the full validation SQL. Then one typed ``json_transform`` reads
+    every line that passed, in line order: a line the full validation accepts has the values
+    the typed parse gives it. Both read the lines as string views into the inflated buffer
+    and hand back Arrow in the lake's types. ``db`` is a single-threaded in-memory DuckDB
+    shared by the workers, each on its own cursor: parallelism comes from running files side
+    by side.
     """
     dl = decompress_lines(name, data)
-    fast = pl.Series("line", dl.lines).str.contains(_FAST_RE).fill_null(False).to_numpy()
-    fast = np.array(fast, dtype=bool)  # writable
-    if dl.partial_last and fast.size:
-        fast[-1] = False
-    rid = np.flatnonzero(fast)
-    con = duckdb.connect(":memory:", config={"threads": 1})
+    n = len(dl.lines)
+    canonical = pl.Series("line", dl.lines).str.contains(_FAST_RE).fill_null(False).to_numpy()
+    ok = np.array(canonical, dtype=bool)  # writable
+    if dl.partial_last and n:
+        ok[-1] = False
+    con = db.cursor()
     try:
-        con.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
-        fields = _FIELDS_SCHEMA.empty_table()
-        if rid.size:
-            fast_in = pa.table({"line": _gather_views(dl.lines, rid)})
-            fields = _run_sql(con, "fast", fast_in, _FAST_SQL).cast(_FIELDS_SCHEMA)
-            del fast_in
-            if fields.column("ts").null_count:  # a timestamp that does not exist: exact reasons
-                cast = fields.column("ts").is_valid().to_numpy(zero_copy_only=False)
-                fast[rid[~cast]] = False
-                rid, fields = rid[cast], fields.filter(pa.array(cast))
-        slow_rid = np.flatnonzero(~fast)
-        bad_rid, bad_reason, extra = slow_rid[:0], pa.array([], pa.string()), 0
-        if slow_rid.size:
-            n = len(dl.lines)
-            slow_in = pa.table(
-                {
-                    "rid": pa.array(slow_rid, pa.int64()),
-                    "line": _gather_views(dl.lines, slow_rid),
-                    "partial": pa.array(dl.partial_last & (slow_rid == n - 1), pa.bool_()),
-                }
-            )
-            slow = _run_sql(con, "lines", slow_in, _SQL)
-            del slow_in
-            extra = int(pc.sum(slow.column("extra")).as_py() or 0)
-            passed = slow.column("reason").is_null().to_numpy(zero_copy_only=False)
-            bad_rid = slow_rid[~passed]
-            bad_reason = slow.column("reason").filter(pa.array(~passed)).combine_chunks()
-            if passed.any():  # valid after all (extra keys, whitespace, escapes): merge in
-                good = (
-                    slow.filter(pa.array(passed))
-                    .rename_columns({"ts_utc": "ts"})
-                    .select(list(FIELDS))
-                )
-                merged = np.concatenate([rid, slow_rid[passed]])
-                order = np.argsort(merged, kind="stable")
-                rid = merged[order]
-                fields = pa.concat_tables([fields, good.cast(fields.schema)]).take(order)
+        bad_rid, reasons, extra = _validate(con, dl, np.flatnonzero(~ok))
+        ok[:] = True
+        ok[bad_rid] = False
+        rid = np.flatnonzero(ok)
+        parsed = _run_sql(con, "fast", pa.table({"line": _gather_views(dl.lines, rid)}), _FAST_SQL)
+        ts = _timestamps(con, parsed.column("ts"))
+        if ts.null_count:  # canonical, but the instant does not exist: the exact reasons
+            cast = ts.is_valid().to_numpy(zero_copy_only=False)
+            more_rid, more_reasons, _ = _validate(con, dl, rid[~cast])
+            rid, parsed, ts = rid[cast], parsed.filter(pa.array(cast)), ts.filter(pa.array(cast))
+            order = np.argsort(np.concatenate([bad_rid, more_rid]), kind="stable")
+            bad_rid = np.concatenate([bad_rid, more_rid])[order]
+            reasons = pa.concat_arrays([reasons, more_reasons]).take(pa.array(order))
     finally:
         con.close()
-    return _Checked(dl, rid, fields, bad_rid, bad_reason.cast(pa.string()), extra)
+    fields = pa.Table.from_arrays(
+        [
+            ts if f == "ts" else parsed.column(f).cast(t)
+            for f, t in zip(FIELDS, _FIELDS_SCHEMA.types, strict=True)
+        ],
+        schema=_FIELDS_SCHEMA,
+    )
+    return _Checked(dl, rid, fields, bad_rid, reasons, extra)
+
+
+def _validate(
+    con: duckdb.DuckDBPyConnection, dl: DecodedLines, rid: np.ndarray
+) -> tuple[np.ndarray, pa.Array, int]:
+    """The full validation of lines ``rid`` (ascending): the ones that fail, their reasons,
+    and how many lines carry keys outside the contract."""
+    if rid.size == 0:
+        return rid, pa.array([], pa.string()), 0
+    last = len(dl.lines) - 1
+    lines = pa.table(
+        {
+            "rid": pa.array(rid, pa.int64()),
+            "line": _gather_views(dl.lines, rid),
+            "partial": pa.array(dl.partial_last & (rid == last), pa.bool_()),
+        }
+    )
+    checked = _run_sql(con, "lines", lines, _SQL)
+    failed = checked.column("reason").is_valid().to_numpy(zero_copy_only=False)
+    reasons = checked.column("reason").filter(pa.array(failed)).combine_chunks()
+    extra = int(pc.sum(checked.column("extra")).as_py() or 0)
+    return rid[failed], reasons.cast(pa.string()), extra
 
 
 # ---------------------------------------------------------------------------------------------
@@ -678,9 +699,10 @@ def _screen(
     landing_date: dt.date,
     users: _KnownIds | None,
     photos: _KnownIds | None,
+    db: duckdb.DuckDBPyConnection,
 ) -> _Screened:
     """Everything per file that needs no other file: runs in the worker threads."""
-    c = _check_file(name, data)
+    c = _check_file(name, data, db)
     ok = np.ones(c.rid.size, dtype=bool)
     late = np.zeros(c.rid.size, dtype=np.int8)
     for code, column, known in (
@@ -734,13 +756,19 @@ class _Deduplicator:
 
     A row is a duplicate when its event_id appeared in an earlier valid row (file order, then
     line order). Hashes narrow the search and strings decide, so a collision never drops an
-    event. Every hash seen so far is kept in one sorted array: a new file's sorted hashes are
-    looked up in it and merged into it in linear passes, and only the rows whose hash is
-    there (the duplicates, and the rare collision) are compared with the earlier files' ids.
+    event. Every hash seen so far is kept sorted, split by its top bits into buckets small
+    enough to stay in cache: a new file's sorted hashes are looked up in and merged into each
+    bucket, and only rows whose hash is already there (the duplicates, and the rare
+    collision) are compared with the earlier files' ids.
     """
 
+    _BUCKET_BITS = 6
+
     def __init__(self) -> None:
-        self._seen = np.empty(0, dtype=np.uint64)
+        self._seen = [np.empty(0, dtype=np.uint64) for _ in range(1 << self._BUCKET_BITS)]
+        self._edges = np.arange(1, 1 << self._BUCKET_BITS, dtype=np.uint64) << np.uint64(
+            64 - self._BUCKET_BITS
+        )
         self._files: list[tuple[np.ndarray, np.ndarray, pa.ChunkedArray]] = []
 
     def add(self, s: _Screened) -> np.ndarray:
@@ -748,13 +776,18 @@ class _Deduplicator:
         ids = s.events.column("event_id")
         ordered = s.sorted_hashes
         dup = self._within(s.order, ordered, ids)
-        if self._seen.size and ordered.size:
-            at = np.minimum(np.searchsorted(self._seen, ordered), self._seen.size - 1)
-            hit = self._seen[at] == ordered
-            if hit.any():
-                dup |= self._earlier(s.order[hit], ordered[hit], ids)
-        # Two sorted runs: the stable sort (a timsort) merges them in one pass.
-        self._seen = np.sort(np.concatenate([self._seen, ordered]), kind="stable")
+        hit = np.zeros(ordered.size, dtype=bool)
+        bounds = [0, *np.searchsorted(ordered, self._edges).tolist(), ordered.size]
+        for bucket, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            mine, seen = ordered[lo:hi], self._seen[bucket]
+            if seen.size and mine.size:
+                at = np.minimum(np.searchsorted(seen, mine), seen.size - 1)
+                hit[lo:hi] = seen[at] == mine
+            merged = np.concatenate([seen, mine])
+            merged.sort(kind="stable")  # two sorted runs: one merge pass
+            self._seen[bucket] = merged
+        if hit.any():
+            dup |= self._earlier(s.order[hit], ordered[hit], ids)
         self._files.append((ordered, s.order, ids))
         return np.flatnonzero(dup)
 
@@ -857,11 +890,14 @@ def ingest_day(
     stats = IngestStats(files=len(ordered))
     workers = min(2, os.cpu_count() or 1, max(1, len(ordered)))
     with (
+        duckdb.connect(":memory:", config={"threads": 1}) as db,
         ThreadPoolExecutor(max_workers=workers) as pool,
         ThreadPoolExecutor(max_workers=1) as writer,
     ):
+        db.execute("SET GLOBAL TimeZone = 'UTC'")  # naive timestamps are read as UTC
         pending = [
-            pool.submit(_screen, name, data, landing_date, users, photos) for name, data in ordered
+            pool.submit(_screen, name, data, landing_date, users, photos, db)
+            for name, data in ordered
         ]
         del ordered
         written: list[Future[None]] = []
