@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import json
 import zlib
@@ -567,3 +568,65 @@ def test_a_failing_sink_fails_the_day() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         ingest_day(_dedup_world(seed=4), DAY, USERS, PHOTOS, sink=broken)
+
+
+#: The timestamps a canonical line may carry (``_FAST_RE``), any digits in every slot.
+_CANONICAL_TS = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@functools.cache
+def _duckdb() -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _duckdb_micros(values: list[str]) -> list[int | None]:
+    rows = (
+        _duckdb()
+        .execute(
+            "SELECT epoch_us(TRY_CAST(v AS TIMESTAMPTZ)) FROM unnest(?::VARCHAR[]) t(v)", [values]
+        )
+        .fetchall()
+    )
+    return [r[0] for r in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.from_regex(_CANONICAL_TS, fullmatch=True),
+            # plausible instants, so that most examples do exist
+            st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
+                lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_arrow_accepts_only_timestamps_duckdb_reads_the_same(values: list[str]) -> None:
+    """The canonical path casts timestamps with Arrow; every value Arrow accepts must be one
+    DuckDB's cast (the full validation's) accepts, as the same instant."""
+    duck = _duckdb_micros(values)
+    for value, expected in zip(values, duck, strict=True):
+        try:
+            got = pa.array([value]).cast(pa.timestamp("us", tz="UTC"))[0].value
+        except pa.ArrowInvalid:
+            continue  # refused: the whole column then goes through DuckDB's cast
+        assert got == expected, value
+
+
+def test_a_canonical_line_whose_instant_does_not_exist_is_quarantined_exactly() -> None:
+    good = [line(event_id=f"e-{i}") for i in range(5)]
+    bad = line(event_id="e-bad", ts="2026-02-30T10:00:00Z")  # canonical layout, no such day
+    result = run([("day/a.jsonl.gz", gz(*good[:2], bad, *good[2:]))])
+    assert result.events.column("event_id").to_pylist() == [f"e-{i}" for i in range(5)]
+    assert result.events.column("line_no").to_pylist() == [1, 2, 4, 5, 6]
+    q = result.quarantine.to_pylist()
+    assert [(r["line_no"], r["reason"], r["raw"]) for r in q] == [(3, "invalid_value:ts", bad)]
