@@ -695,14 +695,14 @@ def _quarantine_rows(
 
 def _screen(
     name: str,
-    data: bytes,
+    data: bytes | Callable[[], bytes],
     landing_date: dt.date,
     users: _KnownIds | None,
     photos: _KnownIds | None,
     db: duckdb.DuckDBPyConnection,
 ) -> _Screened:
     """Everything per file that needs no other file: runs in the worker threads."""
-    c = _check_file(name, data, db)
+    c = _check_file(name, data() if callable(data) else data, db)
     ok = np.ones(c.rid.size, dtype=bool)
     late = np.zeros(c.rid.size, dtype=np.int8)
     for code, column, known in (
@@ -867,7 +867,7 @@ EventsSink = Callable[[pa.Table], None]
 
 
 def ingest_day(
-    files: Iterable[tuple[str, bytes]],
+    files: Iterable[tuple[str, bytes | Callable[[], bytes]]],
     landing_date: dt.date,
     known_user_ids: np.ndarray | pa.Array | None,
     known_photo_ids: np.ndarray | pa.Array | None,
@@ -880,6 +880,9 @@ def ingest_day(
     validate files side by side; as each file is done (in order) its duplicates are settled
     and its loaded rows go to ``sink`` (for example a Parquet writer), which runs on a thread
     of its own while the next files are still being validated. A failing sink fails the day.
+    A file's bytes may be given as a function that reads them: the worker then reads the file
+    just before validating it, so reading overlaps validation and only the files in flight
+    are held in memory.
     """
     ordered = sorted(files, key=lambda f: f[0])
     users, photos = _KnownIds.of(known_user_ids), _KnownIds.of(known_photo_ids)

@@ -630,3 +630,22 @@ def test_a_canonical_line_whose_instant_does_not_exist_is_quarantined_exactly() 
     assert result.events.column("line_no").to_pylist() == [1, 2, 4, 5, 6]
     q = result.quarantine.to_pylist()
     assert [(r["line_no"], r["reason"], r["raw"]) for r in q] == [(3, "invalid_value:ts", bad)]
+
+
+def test_files_given_as_readers_are_read_once_each_and_load_the_same() -> None:
+    files = _dedup_world(seed=5)
+    reads: list[str] = []
+
+    def reader(name: str, data: bytes) -> Any:
+        def read() -> bytes:
+            reads.append(name)
+            return data
+
+        return read
+
+    lazy = ingest_day([(n, reader(n, d)) for n, d in files], DAY, USERS, PHOTOS)
+    eager = ingest_day(files, DAY, USERS, PHOTOS)
+    assert sorted(reads) == sorted(n for n, _ in files)  # each file read exactly once
+    assert lazy.events.equals(eager.events)
+    assert lazy.quarantine.equals(eager.quarantine)
+    assert lazy.stats == eager.stats

@@ -5,6 +5,7 @@ published atomically, so re-materializing a partition replaces it in one step.
 """
 
 import datetime as dt
+import functools
 import hashlib
 import io
 from collections.abc import Iterable
@@ -227,23 +228,20 @@ def _ingest_partition(
 ) -> dict[str, int]:
     """Ingest one landing day into the lake and attach its metadata to that day's
     materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
-    keys = [o.key for o in objects]
-    with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3
-        payloads = list(pool.map(store.get_bytes, keys))
-    # Loaded rows stream into the Parquet file while later files are still being validated;
-    # the file is published only once the whole day has been ingested and written.
+    # Each file is read by the worker that validates it, and loaded rows stream into the
+    # Parquet file while later files are still being validated; the file is published only
+    # once the whole day has been ingested and written.
     with (
         store.writing(lake_events_object(day), suffix=".parquet") as path,
         pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer,
     ):
         result = ingest_day(
-            zip(keys, payloads, strict=True),
+            [(o.key, functools.partial(store.get_bytes, o.key)) for o in objects],
             date,
             user_ids,
             photo_ids,
             sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
         )
-        del payloads
     stats = result.stats
     write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     context.log.info(
