@@ -203,7 +203,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--corrupt-rate", type=float, default=0.002)
     ap.add_argument("--pandas-events", type=int, default=500_000)
-    ap.add_argument("--repeat", type=int, default=2, help="best of N for pipeline and scan")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for pipeline and scan")
     ap.add_argument("--duckdb-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--phase", choices=["world", "pipeline", "pandas", "duckdb"])
     ap.add_argument("--arg", default="{}", help=argparse.SUPPRESS)

@@ -51,10 +51,15 @@ PHOTOS_QUARANTINE_OBJECT = "lake/photos_quarantine/quarantine.parquet"
 
 ROW_GROUP_SIZE = 1_000_000
 #: For lake/events: dictionary pages only where values repeat (on millions of unique event
-#: ids the writer would build a dictionary only to give it up).
+#: ids the writer would build a dictionary only to give it up), and delta encoding for the
+#: integer columns: about a third of the CPU of plain + zstd, and as small or smaller (line
+#: numbers and timestamps are nearly sorted). DuckDB, Polars and pyarrow all read it.
 EVENTS_PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "use_dictionary": ["event_type", "client", "landing_date", "source_file"],
+    "column_encoding": {
+        c: "DELTA_BINARY_PACKED" for c in ("user_id", "photo_id", "ts", "dwell_ms", "line_no")
+    },
 }
 
 
