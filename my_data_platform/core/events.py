@@ -618,8 +618,12 @@ class _KnownIds:
             return pc.is_in(ids, value_set=self.known).to_numpy(zero_copy_only=False)
         col = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
         lo, hi = self.lo, self.hi
-        got = col.fill_null(lo).to_numpy()
-        inside = (got >= lo) & (got <= hi) & col.is_valid().to_numpy(zero_copy_only=False)
+        if col.null_count:
+            got = col.fill_null(lo).to_numpy()
+            inside = (got >= lo) & (got <= hi) & col.is_valid().to_numpy(zero_copy_only=False)
+        else:
+            got = col.to_numpy()
+            inside = (got >= lo) & (got <= hi)
         with np.errstate(over="ignore"):
             pos = np.where(inside, got - lo, hi - lo + 1)
         return self.table[pos]
@@ -715,8 +719,8 @@ def _screen(
         late[miss] = code
         ok &= ~miss
     fields, valid_rid = c.fields, c.rid
-    if not ok.all():
-        fields, valid_rid = fields.filter(pa.array(ok)), valid_rid[ok]
+    if not ok.all():  # a few rows out of many: slices, not a copy
+        fields, valid_rid = _without_rows(fields, np.flatnonzero(~ok)), valid_rid[ok]
     n_good = valid_rid.size
     events = pa.Table.from_arrays(
         [
