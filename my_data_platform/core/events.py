@@ -629,6 +629,34 @@ class _KnownIds:
         return self.table[pos]
 
 
+Ids = np.ndarray | pa.Array | pa.ChunkedArray | None
+"""A set of known ids, or None for no check."""
+
+
+class _IdSets:
+    """The known user and photo ids, given as values or as functions that read them.
+
+    The ingesting thread resolves them once, after the workers have started on the first
+    files, so reading them (a database query) overlaps with inflating and parsing; a worker
+    that reaches its id checks first waits for them.
+    """
+
+    def __init__(self, users: Ids | Callable[[], Ids], photos: Ids | Callable[[], Ids]) -> None:
+        self._given = (users, photos)
+        self._sets: Future[tuple[_KnownIds | None, _KnownIds | None]] = Future()
+
+    def resolve(self) -> None:
+        try:
+            users, photos = (g() if callable(g) else g for g in self._given)
+            self._sets.set_result((_KnownIds.of(users), _KnownIds.of(photos)))
+        except BaseException as exc:
+            self._sets.set_exception(exc)
+            raise
+
+    def get(self) -> tuple[_KnownIds | None, _KnownIds | None]:
+        return self._sets.result()
+
+
 #: Reasons the id checks give, by code (0: none, the SQL reason stands).
 _LATE_REASONS = ("", "unknown_user", "unknown_photo")
 _UNKNOWN_USER, _UNKNOWN_PHOTO = 1, 2
@@ -701,12 +729,12 @@ def _screen(
     name: str,
     data: bytes | Callable[[], bytes],
     landing_date: dt.date,
-    users: _KnownIds | None,
-    photos: _KnownIds | None,
+    ids: _IdSets,
     db: duckdb.DuckDBPyConnection,
 ) -> _Screened:
     """Everything per file that needs no other file: runs in the worker threads."""
     c = _check_file(name, data() if callable(data) else data, db)
+    users, photos = ids.get()
     ok = np.ones(c.rid.size, dtype=bool)
     late = np.zeros(c.rid.size, dtype=np.int8)
     for code, column, known in (
@@ -873,8 +901,8 @@ EventsSink = Callable[[pa.Table], None]
 def ingest_day(
     files: Iterable[tuple[str, bytes | Callable[[], bytes]]],
     landing_date: dt.date,
-    known_user_ids: np.ndarray | pa.Array | None,
-    known_photo_ids: np.ndarray | pa.Array | None,
+    known_user_ids: Ids | Callable[[], Ids],
+    known_photo_ids: Ids | Callable[[], Ids],
     sink: EventsSink | None = None,
 ) -> IngestResult:
     """Validate and deduplicate one landed day; every landed line is loaded or quarantined.
@@ -886,10 +914,11 @@ def ingest_day(
     of its own while the next files are still being validated. A failing sink fails the day.
     A file's bytes may be given as a function that reads them: the worker then reads the file
     just before validating it, so reading overlaps validation and only the files in flight
-    are held in memory.
+    are held in memory. The known ids may likewise be functions that read them; they are
+    called once, while the first files are being validated.
     """
     ordered = sorted(files, key=lambda f: f[0])
-    users, photos = _KnownIds.of(known_user_ids), _KnownIds.of(known_photo_ids)
+    ids = _IdSets(known_user_ids, known_photo_ids)
     dedup = _Deduplicator()
     events_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []
@@ -903,10 +932,14 @@ def ingest_day(
     ):
         db.execute("SET GLOBAL TimeZone = 'UTC'")  # naive timestamps are read as UTC
         pending = [
-            pool.submit(_screen, name, data, landing_date, users, photos, db)
-            for name, data in ordered
+            pool.submit(_screen, name, data, landing_date, ids, db) for name, data in ordered
         ]
         del ordered
+        try:
+            ids.resolve()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # files not started yet are not validated
+            raise
         written: list[Future[None]] = []
         for future in pending:
             s = future.result()

@@ -649,3 +649,28 @@ def test_files_given_as_readers_are_read_once_each_and_load_the_same() -> None:
     assert lazy.events.equals(eager.events)
     assert lazy.quarantine.equals(eager.quarantine)
     assert lazy.stats == eager.stats
+
+
+def test_known_ids_given_as_readers_are_read_once_and_a_failing_read_fails_the_day() -> None:
+    files = _dedup_world(seed=7)
+    calls: list[str] = []
+
+    def read(which: str, ids: np.ndarray) -> Any:
+        def reader() -> np.ndarray:
+            calls.append(which)
+            return ids
+
+        return reader
+
+    lazy = ingest_day(files, DAY, read("users", USERS), read("photos", PHOTOS))
+    assert sorted(calls) == ["photos", "users"]
+    eager = ingest_day(files, DAY, USERS, PHOTOS)
+    assert lazy.events.equals(eager.events) and lazy.stats == eager.stats
+
+    def broken() -> np.ndarray:
+        raise RuntimeError("OLTP table 'users' does not exist")
+
+    written: list[pa.Table] = []
+    with pytest.raises(RuntimeError, match="OLTP table 'users'"):
+        ingest_day(files, DAY, broken, PHOTOS, sink=written.append)
+    assert written == []  # nothing reached the lake

@@ -179,8 +179,9 @@ def lake_events(
                 for day in missing
             )
         )
-    user_ids = oltp.read_ids("users", "user_id")
-    photo_ids = oltp.read_ids("photos", "photo_id")
+    # Read once, while the first day's first files are being validated.
+    user_ids = functools.cache(functools.partial(oltp.read_ids, "users", "user_id"))
+    photo_ids = functools.cache(functools.partial(oltp.read_ids, "photos", "photo_id"))
     per_day = {
         day: _ingest_partition(context, store, day, dates[day], landed[day], user_ids, photo_ids)
         for day in days
