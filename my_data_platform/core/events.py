@@ -4,8 +4,11 @@ Landed files are gzip JSON Lines. Every landed line ends either in ``lake/events
 ``lake/events_quarantine`` with a reason, so a partition always reconciles
 (landed = loaded + quarantined). The path is vectorized end to end: each file is inflated in C
 (ISA-L), its line boundaries are found with numpy and the lines become an Arrow ``string_view``
-array that points into the inflated buffer without copying; DuckDB then parses and validates all
-lines in one SQL pass, and Polars applies the id checks and the first-wins deduplication.
+array that points into the inflated buffer without copying. One Polars regex marks the lines in
+the contract's canonical layout; the others go through the full validation SQL in DuckDB, which
+names each reason; then one typed DuckDB ``json_transform`` parses every line that passed. The id
+checks are dense lookup tables and the first-wins deduplication works on sorted 64-bit hashes,
+with the strings deciding.
 """
 
 from __future__ import annotations
