@@ -166,50 +166,25 @@ class LocalObjectStore(ObjectStore):
         return ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_mtime_ns}-{st.st_size}")
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return self._info(key, path)
+        with self.writing(key) as tmp:
+            tmp.write_bytes(data)
+        return self._info(key, self._path(key))
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".part")
-        os.close(fd)
-        try:
+        with self.writing(key) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return self._info(key, dest)
+        return self._info(key, self._path(key))
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
-        source, dest = self._path(src), self._path(dst)
+        source = self._path(src)
         if not source.is_file():
             raise ObjectNotFoundError(f"{src!r} not found in {self.describe()}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}.part"
-        try:
+        with self.writing(dst) as tmp:
             try:
                 os.link(source, tmp)
             except OSError:  # another filesystem, or links not supported
                 shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return self._info(dst, dest)
+        return self._info(dst, self._path(dst))
 
     def key_of(self, uri: str) -> str | None:
         path = Path(uri)
@@ -229,11 +204,11 @@ class LocalObjectStore(ObjectStore):
 
     @contextlib.contextmanager
     def writing(self, key: str, suffix: str = "") -> Iterator[Path]:
-        # The temp file sits beside its destination (hidden from ``list``), so publishing it is
-        # a rename rather than a copy.
+        # Every local write goes through here: a temp file beside its destination (hidden from
+        # ``list``), published by a rename, removed if the block fails.
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}{suffix}"
+        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}.part{suffix}"
         try:
             yield tmp
             os.replace(tmp, dest)
