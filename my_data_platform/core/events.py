@@ -673,6 +673,8 @@ class _Screened:
     """Each row of ``events``: its index in ``lines``."""
     quarantine: pa.Table
     """The lines that failed a check, in line order, in ``QUARANTINE_SCHEMA``."""
+    event_ids: pa.Array
+    """The event_id column of ``events`` in one piece."""
     sorted_hashes: np.ndarray
     order: np.ndarray
     extra_field_lines: int
@@ -765,13 +767,16 @@ def _screen(
     if unknown.any() and c.bad_rid.size:
         order = np.argsort(bad_rid, kind="stable")
         bad_rid, reason = bad_rid[order], reason.take(pa.array(order))
-    sorted_hashes, order = _sorted_id_hashes(events.column("event_id"))
+    # One contiguous copy of the ids (the events are slices): the duplicate checks take rows.
+    event_ids = events.column("event_id").combine_chunks()
+    sorted_hashes, order = _sorted_id_hashes(event_ids)
     return _Screened(
         name=name,
         lines=c.lines,
         events=events,
         valid_rid=valid_rid,
         quarantine=_quarantine_rows(name, landing_date, c.lines, bad_rid, reason),
+        event_ids=event_ids,
         sorted_hashes=sorted_hashes,
         order=order,
         extra_field_lines=c.extra_field_lines,
@@ -796,11 +801,11 @@ class _Deduplicator:
         self._edges = np.arange(1, 1 << self._BUCKET_BITS, dtype=np.uint64) << np.uint64(
             64 - self._BUCKET_BITS
         )
-        self._files: list[tuple[np.ndarray, np.ndarray, pa.ChunkedArray]] = []
+        self._files: list[tuple[np.ndarray, np.ndarray, pa.Array]] = []
 
     def add(self, s: _Screened) -> np.ndarray:
         """The rows of ``s.events`` that are duplicates, ascending."""
-        ids = s.events.column("event_id")
+        ids = s.event_ids
         ordered = s.sorted_hashes
         dup = self._within(s.order, ordered, ids)
         hit = np.zeros(ordered.size, dtype=bool)
@@ -819,7 +824,7 @@ class _Deduplicator:
         return np.flatnonzero(dup)
 
     @staticmethod
-    def _within(order: np.ndarray, ordered: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+    def _within(order: np.ndarray, ordered: np.ndarray, ids: pa.Array) -> np.ndarray:
         dup = np.zeros(ordered.size, dtype=bool)
         same = ordered[1:] == ordered[:-1]
         if not same.any():
@@ -832,7 +837,7 @@ class _Deduplicator:
         dup[rows[~first]] = True
         return dup
 
-    def _earlier(self, cand: np.ndarray, want: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+    def _earlier(self, cand: np.ndarray, want: np.ndarray, ids: pa.Array) -> np.ndarray:
         """Which rows ``cand`` (with sorted hashes ``want``) repeat an id of an earlier file."""
         dup = np.zeros(len(ids), dtype=bool)
         mine = pl.Series(ids.take(pa.array(cand)))
