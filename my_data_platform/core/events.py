@@ -526,23 +526,24 @@ def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Check
     dl = decompress_lines(name, data)
     n = len(dl.lines)
     canonical = pl.Series("line", dl.lines).str.contains(_FAST_RE).fill_null(False).to_numpy()
-    ok = np.array(canonical, dtype=bool)  # writable
+    canonical = np.array(canonical, dtype=bool)  # writable
     if dl.partial_last and n:
-        ok[-1] = False
+        canonical[-1] = False
     con = db.cursor()
     try:
-        bad_rid, reasons, extra = _validate(con, dl, np.flatnonzero(~ok))
-        ok[:] = True
-        ok[bad_rid] = False
-        rid = np.flatnonzero(ok)
+        bad_rid, reasons, extra = _validate(con, dl, np.flatnonzero(~canonical))
+        passed = np.ones(n, dtype=bool)
+        passed[bad_rid] = False
+        rid = np.flatnonzero(passed)
         parsed = _run_sql(con, "fast", pa.table({"line": _gather_views(dl.lines, rid)}), _FAST_SQL)
         ts = _timestamps(con, parsed.column("ts"))
         if ts.null_count:  # canonical, but the instant does not exist: the exact reasons
             cast = ts.is_valid().to_numpy(zero_copy_only=False)
             more_rid, more_reasons, _ = _validate(con, dl, rid[~cast])
             rid, parsed, ts = rid[cast], parsed.filter(pa.array(cast)), ts.filter(pa.array(cast))
-            order = np.argsort(np.concatenate([bad_rid, more_rid]), kind="stable")
-            bad_rid = np.concatenate([bad_rid, more_rid])[order]
+            bad_rid = np.concatenate([bad_rid, more_rid])
+            order = np.argsort(bad_rid, kind="stable")
+            bad_rid = bad_rid[order]
             reasons = pa.concat_arrays([reasons, more_reasons]).take(pa.array(order))
     finally:
         con.close()

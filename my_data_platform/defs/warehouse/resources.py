@@ -216,6 +216,9 @@ class DuckLakeIOManager(DuckDBIOManager):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
+        """What dagster-duckdb's interface asks for; ``create_io_manager`` builds the handler
+        with this manager's location and object store instead, so lake files can be
+        registered with DuckLake rather than copied."""
         return [PolarsArrowTypeHandler()]
 
     @staticmethod
