@@ -441,11 +441,15 @@ def _run_sql(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: st
 #: its exact reasons.
 _FAST_STR = r"[ !#-\[\]-~]"
 _FAST_INT = r"-?(?:0|[1-9][0-9]{0,17})"
+#: The timestamps a canonical line may carry; Arrow casts them (see ``_timestamps``).
+_FAST_TS = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
 _FAST_RE = (
     r'^\{"event_id":"' + _FAST_STR + r'+","event_type":"(?:' + "|".join(EVENT_TYPES) + r')",'
     r'"user_id":' + _FAST_INT + r',"photo_id":' + _FAST_INT + r","
-    r'"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?'
-    r'(?:Z|[+-][0-9]{2}:[0-9]{2})"'
+    r'"ts":"' + _FAST_TS + r'"'
     r'(?:,"dwell_ms":(?:null|0|[1-9][0-9]{0,17}))?'
     r',"client":"' + _FAST_STR + r'*"\}$'
 )
@@ -541,10 +545,7 @@ def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Check
             cast = ts.is_valid().to_numpy(zero_copy_only=False)
             more_rid, more_reasons, _ = _validate(con, dl, rid[~cast])
             rid, parsed, ts = rid[cast], parsed.filter(pa.array(cast)), ts.filter(pa.array(cast))
-            bad_rid = np.concatenate([bad_rid, more_rid])
-            order = np.argsort(bad_rid, kind="stable")
-            bad_rid = bad_rid[order]
-            reasons = pa.concat_arrays([reasons, more_reasons]).take(pa.array(order))
+            bad_rid, reasons = _in_line_order(bad_rid, reasons, more_rid, more_reasons)
     finally:
         con.close()
     fields = pa.Table.from_arrays(
@@ -555,6 +556,18 @@ def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Check
         schema=_FIELDS_SCHEMA,
     )
     return _Checked(dl, rid, fields, bad_rid, reasons, extra)
+
+
+def _in_line_order(
+    rid: np.ndarray, reason: pa.Array, more_rid: np.ndarray, more_reason: pa.Array
+) -> tuple[np.ndarray, pa.Array]:
+    """Two ascending runs of failed lines and their reasons, merged into one in line order."""
+    rids = np.concatenate([rid, more_rid])
+    reasons = pa.concat_arrays([reason, more_reason])
+    if rid.size and more_rid.size:
+        order = np.argsort(rids, kind="stable")
+        rids, reasons = rids[order], reasons.take(pa.array(order))
+    return rids, reasons
 
 
 def _validate(
@@ -758,16 +771,12 @@ def _screen(
         schema=EVENTS_SCHEMA,
     )
     unknown = ~ok
-    bad_rid = np.concatenate([c.bad_rid, c.rid[unknown]])
-    reason = pa.concat_arrays(
-        [
-            c.bad_reason,
-            pa.array(np.asarray(_LATE_REASONS, dtype=object)[late[unknown]], pa.string()),
-        ]
+    bad_rid, reason = _in_line_order(
+        c.bad_rid,
+        c.bad_reason,
+        c.rid[unknown],
+        pa.array(np.asarray(_LATE_REASONS, dtype=object)[late[unknown]], pa.string()),
     )
-    if unknown.any() and c.bad_rid.size:
-        order = np.argsort(bad_rid, kind="stable")
-        bad_rid, reason = bad_rid[order], reason.take(pa.array(order))
     # One contiguous copy of the ids (the events are slices): the duplicate checks take rows.
     event_ids = events.column("event_id").combine_chunks()
     sorted_hashes, order = _sorted_id_hashes(event_ids)

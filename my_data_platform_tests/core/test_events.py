@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from my_data_platform.core.events import (
+    _FAST_TS,
     EVENTS_SCHEMA,
     QUARANTINE_SCHEMA,
     IngestResult,
@@ -570,12 +571,6 @@ def test_a_failing_sink_fails_the_day() -> None:
         ingest_day(_dedup_world(seed=4), DAY, USERS, PHOTOS, sink=broken)
 
 
-#: The timestamps a canonical line may carry (``_FAST_RE``), any digits in every slot.
-_CANONICAL_TS = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
 @functools.cache
 def _duckdb() -> Any:
     import duckdb
@@ -600,7 +595,7 @@ def _duckdb_micros(values: list[str]) -> list[int | None]:
 @given(
     st.lists(
         st.one_of(
-            st.from_regex(_CANONICAL_TS, fullmatch=True),
+            st.from_regex(_FAST_TS, fullmatch=True),  # any digits in every slot
             # plausible instants, so that most examples do exist
             st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
                 lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -632,18 +627,20 @@ def test_a_canonical_line_whose_instant_does_not_exist_is_quarantined_exactly() 
     assert [(r["line_no"], r["reason"], r["raw"]) for r in q] == [(3, "invalid_value:ts", bad)]
 
 
+def _recording_reader(calls: list[str], name: str, value: Any) -> Any:
+    """A function that returns ``value`` and notes ``name`` in ``calls`` each time."""
+
+    def read() -> Any:
+        calls.append(name)
+        return value
+
+    return read
+
+
 def test_files_given_as_readers_are_read_once_each_and_load_the_same() -> None:
     files = _dedup_world(seed=5)
     reads: list[str] = []
-
-    def reader(name: str, data: bytes) -> Any:
-        def read() -> bytes:
-            reads.append(name)
-            return data
-
-        return read
-
-    lazy = ingest_day([(n, reader(n, d)) for n, d in files], DAY, USERS, PHOTOS)
+    lazy = ingest_day([(n, _recording_reader(reads, n, d)) for n, d in files], DAY, USERS, PHOTOS)
     eager = ingest_day(files, DAY, USERS, PHOTOS)
     assert sorted(reads) == sorted(n for n, _ in files)  # each file read exactly once
     assert lazy.events.equals(eager.events)
@@ -654,15 +651,10 @@ def test_files_given_as_readers_are_read_once_each_and_load_the_same() -> None:
 def test_known_ids_given_as_readers_are_read_once_and_a_failing_read_fails_the_day() -> None:
     files = _dedup_world(seed=7)
     calls: list[str] = []
-
-    def read(which: str, ids: np.ndarray) -> Any:
-        def reader() -> np.ndarray:
-            calls.append(which)
-            return ids
-
-        return reader
-
-    lazy = ingest_day(files, DAY, read("users", USERS), read("photos", PHOTOS))
+    users, photos = (
+        _recording_reader(calls, n, v) for n, v in (("users", USERS), ("photos", PHOTOS))
+    )
+    lazy = ingest_day(files, DAY, users, photos)
     assert sorted(calls) == ["photos", "users"]
     eager = ingest_day(files, DAY, USERS, PHOTOS)
     assert lazy.events.equals(eager.events) and lazy.stats == eager.stats
