@@ -563,6 +563,26 @@ def test_loaded_rows_stream_to_the_sink_file_by_file_in_order() -> None:
     assert pa.concat_tables(chunks).equals(result.events)
 
 
+def test_without_keeping_events_the_sink_gets_every_row_and_the_result_a_preview() -> None:
+    files = _dedup_world(seed=3)
+    kept = ingest_day(files, DAY, USERS, PHOTOS)
+    chunks: list[pa.Table] = []
+    result = ingest_day(files, DAY, USERS, PHOTOS, sink=chunks.append, keep_events=False)
+    assert result.events is None
+    assert pa.concat_tables(chunks).equals(kept.events)
+    assert result.stats == kept.stats
+    assert result.quarantine.equals(kept.quarantine)
+    assert result.preview.num_rows == 5
+    assert result.preview.equals(kept.events.slice(0, 5))
+    # its own copy: a slice would keep the buffers of the whole file alive
+    assert result.preview.get_total_buffer_size() < 4096 < kept.events.get_total_buffer_size()
+
+
+def test_not_keeping_events_needs_a_sink() -> None:
+    with pytest.raises(ValueError, match="needs a sink"):
+        ingest_day(_dedup_world(seed=3), DAY, USERS, PHOTOS, keep_events=False)
+
+
 def test_a_failing_sink_fails_the_day() -> None:
     def broken(_: pa.Table) -> None:
         raise OSError("disk full")

@@ -247,6 +247,7 @@ def _ingest_partition(
             user_ids,
             photo_ids,
             sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
+            keep_events=False,
         )
     stats = result.stats
     write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
@@ -264,7 +265,7 @@ def _ingest_partition(
     counts = {k: int(getattr(stats, k)) for k in COUNT_KEYS}
     context.add_asset_metadata(
         {
-            **table_metadata(result.events.slice(0, 5), row_count=result.events.num_rows),
+            **table_metadata(result.preview, row_count=stats.loaded),
             **counts,
             "landing_digest": landing_digest(objects),
             "dagster/uri": store.uri(lake_events_object(day)),
