@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,72 @@ def test_postgres_password_never_shown() -> None:
         catalog="postgres:dbname=lake host=db user=u password=hunter2", data_path="s3://b/w/"
     )
     assert "hunter2" not in loc.describe() and "lake" in loc.describe()
+
+
+def test_writing_sessions_share_one_instance_but_not_transactions(
+    location: wh.WarehouseLocation,
+) -> None:
+    a, b = wh.connect(location), wh.connect(location)
+    try:
+        # one instance: a database attached through one session is seen by the other
+        a.execute("ATTACH ':memory:' AS scratch")
+        assert "scratch" in {r[0] for r in b.execute("SHOW DATABASES").fetchall()}
+        a.execute("DETACH scratch")
+        a.execute("BEGIN TRANSACTION")
+        a.execute("INSERT INTO warehouse.t VALUES (99)")
+        assert b.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)  # uncommitted
+        a.execute("COMMIT")
+        assert b.execute("SELECT count(*) FROM warehouse.t").fetchone() == (6,)
+    finally:
+        a.close()
+    # closing one session leaves the others working
+    assert b.execute("SELECT max(a) FROM warehouse.t").fetchone() == (99,)
+    b.close()
+    # an analyst's locked, read-only session is an instance of its own
+    with pytest.raises(wh.ReadOnlyViolation):
+        wh.run_analyst_query(location, "SET threads = 1")
+    c = wh.connect(location)
+    c.execute("SET threads = 2")  # the writer's configuration is not locked
+    c.close()
+
+
+def test_a_catalog_wiped_and_rebuilt_is_attached_anew(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    conn = wh.connect(location)
+    assert conn.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)
+    conn.close()
+    shutil.rmtree(tmp_path / "wh")
+    shutil.rmtree(tmp_path / "data")
+    conn = wh.connect(location)  # not the old attachment: a new, empty catalog
+    try:
+        assert not wh.table_exists(conn, "warehouse", "t")
+        conn.execute("CREATE SCHEMA warehouse")
+        conn.execute("CREATE TABLE warehouse.t AS SELECT 7 AS a")
+    finally:
+        conn.close()
+    assert (tmp_path / "wh" / "catalog.sqlite").is_file()
+    assert wh.run_analyst_query(location, "SELECT a FROM warehouse.t")[1] == [(7,)]
+
+
+def test_an_open_analyst_session_never_blocks_a_commit(location: wh.WarehouseLocation) -> None:
+    analyst = wh.analyst_connection(location)  # e.g. a notebook left open after a query
+    other_process_reader = wh.connect(location, threads=1)  # an instance of its own
+    try:
+        assert analyst.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)
+        assert other_process_reader.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)
+        writer = wh.connect(location)
+        try:
+            with wh.transaction(writer):
+                writer.execute("INSERT INTO warehouse.t VALUES (5)")
+            with wh.transaction(writer):
+                writer.execute("DELETE FROM warehouse.t WHERE a = 0")
+        finally:
+            writer.close()
+        assert analyst.execute("SELECT count(*), min(a) FROM warehouse.t").fetchone() == (5, 1)
+    finally:
+        analyst.close()
+        other_process_reader.close()
+    path = location.catalog.removeprefix("sqlite:")
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
