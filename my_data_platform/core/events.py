@@ -471,9 +471,12 @@ _FAST_STRUCT = (
     '"ts": "VARCHAR", "dwell_ms": "BIGINT", "client": "VARCHAR"}'
 )
 _FAST_SQL = f"""
-SELECT j.event_id, j.event_type, j.user_id, j.photo_id, j.ts, j.dwell_ms, j.client
+SELECT j.event_id, j.event_type, j.user_id, j.photo_id, j.ts, j.dwell_ms, j.client,
+    hash(j.event_id) AS id_hash
 FROM (SELECT json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
 """  # noqa: S608
+#: ``id_hash`` is the deduplication's hash of each event_id (equal ids, equal hashes; the
+#: converse is checked), computed while the id is at hand rather than in a pass of its own.
 _TS_SQL = "SELECT TRY_CAST(ts AS TIMESTAMPTZ) AS ts FROM stamps"
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -525,6 +528,8 @@ class _Checked:
     """Ascending indices into ``lines`` of the lines that passed."""
     fields: pa.Table
     """Their typed values, one row per ``rid``, in ``_FIELDS_SCHEMA``."""
+    id_hash: np.ndarray
+    """uint64, the hash of each one's event_id (``_FAST_SQL``)."""
     bad_rid: np.ndarray
     """Ascending indices of the lines that failed."""
     bad_reason: pa.Array
@@ -570,7 +575,8 @@ def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Check
         ],
         schema=_FIELDS_SCHEMA,
     )
-    return _Checked(dl, rid, fields, bad_rid, reasons, extra)
+    id_hash = parsed.column("id_hash").to_numpy()
+    return _Checked(dl, rid, fields, id_hash, bad_rid, reasons, extra)
 
 
 def _in_line_order(
@@ -702,16 +708,30 @@ class _Screened:
     """Each row of ``events``: its index in ``lines``."""
     quarantine: pa.Table
     """The lines that failed a check, in line order, in ``QUARANTINE_SCHEMA``."""
-    event_ids: pa.Array
-    """The event_id column of ``events`` in one piece."""
+    event_ids: _EventIds
     sorted_hashes: np.ndarray
     order: np.ndarray
     extra_field_lines: int
 
 
-def _id_hashes(event_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A 64-bit hash per event_id (equal ids, equal hashes; the converse is checked)."""
-    return pl.Series(event_ids).hash().to_numpy()
+@dataclass
+class _EventIds:
+    """The event_ids of a file's loaded rows, for the duplicate checks to take rows from.
+
+    They stay in the one piece the typed parse made (``values``), which may hold rows the id
+    checks dropped since: ``rows`` maps each loaded row to its place there (None: the same).
+    The loaded rows themselves are slices around the dropped ones, so taking from their
+    column would walk hundreds of chunks, and copying it would cost more than the takes.
+    """
+
+    values: pa.Array
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values) if self.rows is None else self.rows.size
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        return self.values.take(pa.array(rows if self.rows is None else self.rows[rows]))
 
 
 #: Low bits of a packed (hash, row) word that hold the row; the hash's low 40 bits sit above.
@@ -719,13 +739,13 @@ _ROW_BITS = 24
 _ROW_MASK = np.uint64((1 << _ROW_BITS) - 1)
 
 
-def _sorted_id_hashes(event_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """The event_ids' hashes (40 bits of them) in ascending order, and the row of each.
+def _sorted_id_hashes(id_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes (40 bits of them) in ascending order, and the row of each.
 
     Hash and row are packed into one word (the hash above ``_ROW_BITS``) so that a plain sort,
     far faster than an argsort, orders both.
     """
-    hashes = _id_hashes(event_ids) << np.uint64(_ROW_BITS)
+    hashes = id_hash << np.uint64(_ROW_BITS)
     if hashes.size > 1 << _ROW_BITS:  # too many rows to pack
         order = np.argsort(hashes, kind="stable")
         return hashes[order], order
@@ -772,9 +792,11 @@ def _screen(
         miss = ok & ~known.contains(c.fields.column(column))
         late[miss] = code
         ok &= ~miss
-    fields, valid_rid = c.fields, c.rid
+    fields, valid_rid, id_hash = c.fields, c.rid, c.id_hash
+    event_ids = _EventIds(c.fields.column("event_id").combine_chunks())  # one chunk: no copy
     if not ok.all():  # a few rows out of many: slices, not a copy
         fields, valid_rid = _without_rows(fields, np.flatnonzero(~ok)), valid_rid[ok]
+        id_hash, event_ids.rows = id_hash[ok], np.flatnonzero(ok)
     n_good = valid_rid.size
     events = pa.Table.from_arrays(
         [
@@ -792,9 +814,7 @@ def _screen(
         c.rid[unknown],
         pa.array(np.asarray(_LATE_REASONS, dtype=object)[late[unknown]], pa.string()),
     )
-    # One contiguous copy of the ids (the events are slices): the duplicate checks take rows.
-    event_ids = events.column("event_id").combine_chunks()
-    sorted_hashes, order = _sorted_id_hashes(event_ids)
+    sorted_hashes, order = _sorted_id_hashes(id_hash)
     return _Screened(
         name=name,
         lines=c.lines,
@@ -826,7 +846,7 @@ class _Deduplicator:
         self._edges = np.arange(1, 1 << self._BUCKET_BITS, dtype=np.uint64) << np.uint64(
             64 - self._BUCKET_BITS
         )
-        self._files: list[tuple[np.ndarray, np.ndarray, pa.Array]] = []
+        self._files: list[tuple[np.ndarray, np.ndarray, _EventIds]] = []
 
     def add(self, s: _Screened) -> np.ndarray:
         """The rows of ``s.events`` that are duplicates, ascending."""
@@ -849,7 +869,7 @@ class _Deduplicator:
         return np.flatnonzero(dup)
 
     @staticmethod
-    def _within(order: np.ndarray, ordered: np.ndarray, ids: pa.Array) -> np.ndarray:
+    def _within(order: np.ndarray, ordered: np.ndarray, ids: _EventIds) -> np.ndarray:
         dup = np.zeros(ordered.size, dtype=bool)
         same = ordered[1:] == ordered[:-1]
         if not same.any():
@@ -858,14 +878,14 @@ class _Deduplicator:
         in_group[1:] |= same
         in_group[:-1] |= same
         rows = np.sort(order[in_group])  # rows that share a hash with another, in line order
-        first = pl.Series(ids.take(pa.array(rows))).is_first_distinct().to_numpy()
+        first = pl.Series(ids.take(rows)).is_first_distinct().to_numpy()
         dup[rows[~first]] = True
         return dup
 
-    def _earlier(self, cand: np.ndarray, want: np.ndarray, ids: pa.Array) -> np.ndarray:
+    def _earlier(self, cand: np.ndarray, want: np.ndarray, ids: _EventIds) -> np.ndarray:
         """Which rows ``cand`` (with sorted hashes ``want``) repeat an id of an earlier file."""
         dup = np.zeros(len(ids), dtype=bool)
-        mine = pl.Series(ids.take(pa.array(cand)))
+        mine = pl.Series(ids.take(cand))
         for sorted_hashes, order, their_ids in self._files:
             lo = np.searchsorted(sorted_hashes, want, side="left")
             hi = np.searchsorted(sorted_hashes, want, side="right")
@@ -874,7 +894,7 @@ class _Deduplicator:
                 continue
             which = np.repeat(np.arange(cand.size), n)  # index into cand, one per earlier match
             at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-            theirs = pl.Series(their_ids.take(pa.array(order[at])))
+            theirs = pl.Series(their_ids.take(order[at]))
             equal = (mine.gather(which) == theirs).to_numpy()
             dup[cand[which[equal]]] = True
         return dup

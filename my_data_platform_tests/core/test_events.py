@@ -525,13 +525,11 @@ def test_duplicates_are_decided_by_the_ids_not_their_hashes(
     in one of three hash values, or all in one) changes nothing: strings decide."""
     import my_data_platform.core.events as events_mod
 
-    real = events_mod._id_hashes
+    real = events_mod._sorted_id_hashes
     if hashing == "three-values":
-        monkeypatch.setattr(events_mod, "_id_hashes", lambda ids: real(ids) % np.uint64(3))
+        monkeypatch.setattr(events_mod, "_sorted_id_hashes", lambda h: real(h % np.uint64(3)))
     elif hashing == "all-collide":
-        monkeypatch.setattr(
-            events_mod, "_id_hashes", lambda ids: np.zeros(len(ids), dtype=np.uint64)
-        )
+        monkeypatch.setattr(events_mod, "_sorted_id_hashes", lambda h: real(np.zeros_like(h)))
     files = _dedup_world()
     result = run(list(reversed(files)))
     expected, dups = _first_wins(files)
