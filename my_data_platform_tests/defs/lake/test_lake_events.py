@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -63,3 +64,40 @@ def test_mdp_run_groups_days_into_partition_ranges() -> None:
     assert _day_batches(days, days, None) == [days]  # the usual case: one run
     assert _day_batches(days, days, 1) == [[d] for d in days]  # no backfill policy
     assert _day_batches(days, days, 3) == [days[:3], days[3:]]  # multi_run(3)
+
+
+def test_the_lake_file_is_laid_out_for_readers(data_env: Path) -> None:
+    """Delta-encoded integers, dictionaries where values repeat, and min/max statistics on
+    the columns whose ranges can skip row groups (not on event_type/client: every row group
+    holds all their values)."""
+    s = get_settings()
+    store = object_store_from_settings()
+    summary = generate_world(
+        WorldConfig(days=1, users=10, photos=20, events_per_day=500, seed=2),
+        store,
+        s.oltp_url,
+        s.ground_truth_dir,
+    )
+    day = str(summary.days[0])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("event_days", [day])
+        result = dg.materialize(
+            [lake_events],
+            instance=instance,
+            partition_key=day,
+            resources={
+                "object_store": LocalObjectStoreResource(root=str(data_env / "lake")),
+                "oltp": OLTPResource(url=s.oltp_url),
+            },
+        )
+    assert result.success
+    meta = pq.ParquetFile(data_env / "lake" / lake_events_object(day)).metadata
+    assert meta.num_rows > 400
+    group = meta.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert "DELTA_BINARY_PACKED" in columns["ts"].encodings
+    assert "RLE_DICTIONARY" in columns["event_type"].encodings
+    assert "RLE_DICTIONARY" not in columns["event_id"].encodings
+    with_min_max = {n for n, c in columns.items() if c.statistics and c.statistics.has_min_max}
+    assert {"event_id", "user_id", "photo_id", "ts", "landing_date", "source_file"} <= with_min_max
+    assert not {"event_type", "client"} & with_min_max
