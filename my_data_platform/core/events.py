@@ -941,7 +941,6 @@ def _file_errors(errors: list[tuple[str, str]], landing_date: dt.date) -> pa.Tab
 
 
 EventsSink = Callable[[pa.Table], None]
-_REQUIRED_VALUES = ("event_id", "event_type", "user_id", "photo_id", "ts", "client")
 
 
 def ingest_day(
@@ -1005,7 +1004,7 @@ def ingest_day(
             if s.lines.error is not None:
                 errors.append((s.name, s.lines.error))
             del s
-            for col in _REQUIRED_VALUES:
+            for col in REQUIRED_FIELDS:
                 assert events.column(col).null_count == 0, f"valid row without {col}"
             stats.loaded += events.num_rows
             if preview is None and events.num_rows:
