@@ -1,6 +1,7 @@
 """lake/events over a partition range (a single-run backfill's run) and the runs `mdp run` makes."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -20,31 +21,41 @@ from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
 
 
-def test_a_range_with_a_day_without_files_fails_before_writing_anything(data_env: Path) -> None:
+def _one_day(events_per_day: int, seed: int) -> str:
+    """A small world of one landed day in the data dir; returns the day."""
     s = get_settings()
-    store = object_store_from_settings()
     summary = generate_world(
-        WorldConfig(days=1, users=10, photos=20, events_per_day=200, seed=1),
-        store,
+        WorldConfig(days=1, users=10, photos=20, events_per_day=events_per_day, seed=seed),
+        object_store_from_settings(),
         s.oltp_url,
         s.ground_truth_dir,
     )
-    day = str(summary.days[0])
+    return str(summary.days[0])
+
+
+def _materialize_lake_events(data_env: Path, partitions: list[str], **kwargs: Any) -> Any:
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("event_days", [day, "2030-01-01"])
-        result = dg.materialize(
+        instance.add_dynamic_partitions("event_days", partitions)
+        return dg.materialize(
             [lake_events],
             instance=instance,
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: day,
-                ASSET_PARTITION_RANGE_END_TAG: "2030-01-01",
-            },
             resources={
                 "object_store": LocalObjectStoreResource(root=str(data_env / "lake")),
-                "oltp": OLTPResource(url=s.oltp_url),
+                "oltp": OLTPResource(url=get_settings().oltp_url),
             },
-            raise_on_error=False,
+            **kwargs,
         )
+
+
+def test_a_range_with_a_day_without_files_fails_before_writing_anything(data_env: Path) -> None:
+    store = object_store_from_settings()
+    day = _one_day(events_per_day=200, seed=1)
+    result = _materialize_lake_events(
+        data_env,
+        [day, "2030-01-01"],
+        tags={ASSET_PARTITION_RANGE_START_TAG: day, ASSET_PARTITION_RANGE_END_TAG: "2030-01-01"},
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -70,26 +81,8 @@ def test_the_lake_file_is_laid_out_for_readers(data_env: Path) -> None:
     """Delta-encoded integers, dictionaries where values repeat, and min/max statistics on
     the columns whose ranges can skip row groups (not on event_type/client: every row group
     holds all their values)."""
-    s = get_settings()
-    store = object_store_from_settings()
-    summary = generate_world(
-        WorldConfig(days=1, users=10, photos=20, events_per_day=500, seed=2),
-        store,
-        s.oltp_url,
-        s.ground_truth_dir,
-    )
-    day = str(summary.days[0])
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("event_days", [day])
-        result = dg.materialize(
-            [lake_events],
-            instance=instance,
-            partition_key=day,
-            resources={
-                "object_store": LocalObjectStoreResource(root=str(data_env / "lake")),
-                "oltp": OLTPResource(url=s.oltp_url),
-            },
-        )
+    day = _one_day(events_per_day=500, seed=2)
+    result = _materialize_lake_events(data_env, [day], partition_key=day)
     assert result.success
     meta = pq.ParquetFile(data_env / "lake" / lake_events_object(day)).metadata
     assert meta.num_rows > 400
