@@ -52,6 +52,17 @@ class WarehouseLocation:
     catalog: str
     data_path: str
 
+    @property
+    def kind(self) -> str:
+        """``sqlite``, ``postgres`` or ``duckdb``."""
+        return self.catalog.partition(":")[0]
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The file that holds the catalog (SQLite and DuckDB catalogs); None for a server."""
+        kind, _, rest = self.catalog.partition(":")
+        return Path(rest) if kind in ("sqlite", "duckdb") else None
+
     def describe(self) -> str:
         # A PostgreSQL connection string may carry a password: show only its kind and dbname.
         kind, _, rest = self.catalog.partition(":")
@@ -61,17 +72,13 @@ class WarehouseLocation:
         return f"DuckLake catalog {self.catalog}, data in {self.data_path}"
 
     def ensure_local_dirs(self) -> None:
-        kind, _, rest = self.catalog.partition(":")
-        if kind in ("sqlite", "duckdb"):
-            Path(rest).parent.mkdir(parents=True, exist_ok=True)
+        if self.catalog_file is not None:
+            self.catalog_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.data_path.startswith("s3://"):
             Path(self.data_path).mkdir(parents=True, exist_ok=True)
 
     def catalog_exists(self) -> bool:
-        kind, _, rest = self.catalog.partition(":")
-        if kind in ("sqlite", "duckdb"):
-            return Path(rest).is_file()
-        return True
+        return self.catalog_file is None or self.catalog_file.is_file()
 
 
 def location_from_settings() -> WarehouseLocation:
@@ -89,34 +96,16 @@ def location_from_settings() -> WarehouseLocation:
     return WarehouseLocation(catalog=s.warehouse_catalog, data_path=data_path)
 
 
-def attach(
-    conn: duckdb.DuckDBPyConnection,
-    location: WarehouseLocation,
-    store: ObjectStore | None = None,
-    *,
-    read_only: bool = False,
-) -> None:
-    """Attach the DuckLake catalog as ``mdp`` and make it the default database."""
-    _load_extensions(conn, location, store)
-    _attach_catalog(conn, location, read_only=read_only)
-
-
-def _load_extensions(
-    conn: duckdb.DuckDBPyConnection, location: WarehouseLocation, store: ObjectStore | None
-) -> None:
+def _load_extensions(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> None:
     load_extension(conn, "ducklake")
-    kind = location.catalog.partition(":")[0]
-    if kind == "sqlite":
-        load_extension(conn, "sqlite")
-    elif kind == "postgres":
-        load_extension(conn, "postgres")
-    if store is not None:
-        store.configure_duckdb(conn)
+    if location.kind in ("sqlite", "postgres"):
+        load_extension(conn, location.kind)
 
 
 def _attach_catalog(
     conn: duckdb.DuckDBPyConnection, location: WarehouseLocation, *, read_only: bool
 ) -> None:
+    """Attach the DuckLake catalog as ``mdp`` and make it the default database."""
     if read_only and not location.catalog_exists():
         raise WarehouseError(
             f"the warehouse has not been built yet: {location.describe()} does not exist "
@@ -124,9 +113,8 @@ def _attach_catalog(
         )
     if not read_only:
         location.ensure_local_dirs()
-        kind, _, path = location.catalog.partition(":")
-        if kind == "sqlite":
-            _use_wal(path)
+        if location.kind == "sqlite" and location.catalog_file is not None:
+            _use_wal(location.catalog_file)
     options = [f"DATA_PATH {sql_literal(location.data_path)}"]
     if read_only:
         options.append("READ_ONLY")
@@ -140,7 +128,7 @@ def _attach_catalog(
         raise WarehouseError(f"cannot open {location.describe()}: {exc}") from exc
 
 
-def _use_wal(path: str) -> None:
+def _use_wal(path: Path) -> None:
     """Put a SQLite catalog in WAL mode (it stays so: the mode is kept in the file).
 
     In SQLite's default rollback-journal mode a reader holds a shared lock, and DuckDB's
@@ -198,14 +186,12 @@ def _private(
     read_only: bool,
     threads: int | None,
 ) -> duckdb.DuckDBPyConnection:
-    config: dict[str, str | int] = {"custom_user_agent": "my_data_platform"}
-    if threads:
-        config["threads"] = threads
-    conn = duckdb.connect(":memory:", config=config)
+    conn = _new_database(location, threads=threads)
     try:
-        conn.execute("SET TimeZone = 'UTC'")
         conn.execute("SET enable_progress_bar = false")  # library code never draws on a terminal
-        attach(conn, location, store, read_only=read_only)
+        if store is not None:
+            store.configure_duckdb(conn)
+        _attach_catalog(conn, location, read_only=read_only)
     except BaseException:
         conn.close()
         raise
@@ -222,9 +208,9 @@ class _Instance:
 
     base: duckdb.DuckDBPyConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
-    catalog_file: tuple[int, int] | None = None
-    """(device, inode) of a file catalog when attached; None while not attached."""
-    attached: bool = False
+    attached: tuple[int, int] | None = None
+    """What was attached: the catalog file's (device, inode), or (0, 0) for a server; None
+    while nothing is."""
 
 
 _INSTANCES: OrderedDict[tuple[str, ...], _Instance] = OrderedDict()
@@ -242,15 +228,21 @@ def _key(location: WarehouseLocation, store: ObjectStore | None) -> tuple[str, .
     )
 
 
-def _new_instance(location: WarehouseLocation, store: ObjectStore | None) -> _Instance:
-    base = duckdb.connect(":memory:", config={"custom_user_agent": "my_data_platform"})
+def _new_database(
+    location: WarehouseLocation, *, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB in UTC with the extensions the location needs loaded."""
+    config: dict[str, str | int] = {"custom_user_agent": "my_data_platform"}
+    if threads:
+        config["threads"] = threads
+    base = duckdb.connect(":memory:", config=config)
     try:
         base.execute("SET GLOBAL TimeZone = 'UTC'")
-        _load_extensions(base, location, store)
+        _load_extensions(base, location)
     except BaseException:
         base.close()
         raise
-    return _Instance(base)
+    return base
 
 
 def _publish(key: tuple[str, ...], instance: _Instance) -> _Instance:
@@ -269,12 +261,13 @@ def _publish(key: tuple[str, ...], instance: _Instance) -> _Instance:
         return instance
 
 
-def _catalog_file(location: WarehouseLocation) -> tuple[int, int] | None:
-    kind, _, rest = location.catalog.partition(":")
-    if kind not in ("sqlite", "duckdb"):
-        return (0, 0)  # a server: nothing on disk to go missing
+def _catalog_identity(location: WarehouseLocation) -> tuple[int, int] | None:
+    """The catalog file's (device, inode); None when it is missing; (0, 0) for a server,
+    which has nothing on disk to go missing."""
+    if location.catalog_file is None:
+        return (0, 0)
     try:
-        st = os.stat(rest)
+        st = location.catalog_file.stat()
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
@@ -292,17 +285,16 @@ def _shared(location: WarehouseLocation, store: ObjectStore | None) -> duckdb.Du
         if instance is not None:
             _INSTANCES.move_to_end(key)
     if instance is None:
-        instance = _publish(key, _new_instance(location, store))
+        instance = _publish(key, _Instance(_new_database(location)))
     with instance.lock:
-        if instance.attached and _catalog_file(location) != instance.catalog_file:
+        if instance.attached is None:
+            _attach_catalog(instance.base, location, read_only=False)
+            instance.attached = _catalog_identity(location)
+        elif instance.attached != _catalog_identity(location):
             with _LOCK:
                 if _INSTANCES.get(key) is instance:
                     del _INSTANCES[key]  # dropped, not closed (see _publish)
             return _shared(location, store)
-        if not instance.attached:
-            _attach_catalog(instance.base, location, read_only=False)
-            instance.attached = True
-            instance.catalog_file = _catalog_file(location)
         else:
             location.ensure_local_dirs()  # a data folder removed since is made again
         return instance.base

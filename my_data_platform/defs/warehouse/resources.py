@@ -81,11 +81,10 @@ def writer_lock(location: wh.WarehouseLocation, timeout_s: float = 1800) -> Iter
     transaction. Readers are not affected. PostgreSQL catalogs need no lock: DuckLake retries
     conflicting commits there.
     """
-    kind, _, path = location.catalog.partition(":")
-    if kind != "sqlite":
+    if location.kind != "sqlite" or location.catalog_file is None:
         yield
         return
-    lock_path = Path(path + ".writer.lock")
+    lock_path = Path(f"{location.catalog_file}.writer.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a+b") as fh:
         deadline = time.monotonic() + timeout_s
