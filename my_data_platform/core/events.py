@@ -470,13 +470,13 @@ _FAST_STRUCT = (
     '{"event_id": "VARCHAR", "event_type": "VARCHAR", "user_id": "BIGINT", "photo_id": "BIGINT", '
     '"ts": "VARCHAR", "dwell_ms": "BIGINT", "client": "VARCHAR"}'
 )
+#: The typed parse. ``id_hash`` is the deduplication's hash of each event_id (equal ids,
+#: equal hashes; the converse is checked), computed while the id is at hand.
 _FAST_SQL = f"""
 SELECT j.event_id, j.event_type, j.user_id, j.photo_id, j.ts, j.dwell_ms, j.client,
     hash(j.event_id) AS id_hash
 FROM (SELECT json_transform(line, '{_FAST_STRUCT}') AS j FROM fast)
 """  # noqa: S608
-#: ``id_hash`` is the deduplication's hash of each event_id (equal ids, equal hashes; the
-#: converse is checked), computed while the id is at hand rather than in a pass of its own.
 _TS_SQL = "SELECT TRY_CAST(ts AS TIMESTAMPTZ) AS ts FROM stamps"
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -792,11 +792,12 @@ def _screen(
         miss = ok & ~known.contains(c.fields.column(column))
         late[miss] = code
         ok &= ~miss
-    fields, valid_rid, id_hash = c.fields, c.rid, c.id_hash
-    event_ids = _EventIds(c.fields.column("event_id").combine_chunks())  # one chunk: no copy
+    fields, valid_rid, id_hash, kept = c.fields, c.rid, c.id_hash, None
     if not ok.all():  # a few rows out of many: slices, not a copy
-        fields, valid_rid = _without_rows(fields, np.flatnonzero(~ok)), valid_rid[ok]
-        id_hash, event_ids.rows = id_hash[ok], np.flatnonzero(ok)
+        kept = np.flatnonzero(ok)
+        fields = _without_rows(fields, np.flatnonzero(~ok))
+        valid_rid, id_hash = valid_rid[kept], id_hash[kept]
+    event_ids = _EventIds(c.fields.column("event_id").combine_chunks(), kept)  # one chunk
     n_good = valid_rid.size
     events = pa.Table.from_arrays(
         [
