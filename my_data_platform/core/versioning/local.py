@@ -30,21 +30,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import heapq
 import json
 import logging
 import os
-import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from my_data_platform.core.fsutil import (
+    TEMP_PREFIX,
+    LockTimeout,
+    atomic_write_bytes,
+    file_lock,
+    fsync_dir,
+)
 from my_data_platform.core.versioning.base import (
     DEFAULT_BRANCH,
     Change,
@@ -150,13 +154,8 @@ class LocalVersionStore(VersionStore):
         return self.path / "staging" / f"{sid}.jsonl"
 
     def _fsync_dir(self, d: Path) -> None:
-        if not self.durable:
-            return
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.durable:
+            fsync_dir(d)
 
     def _sync_filesystem(self) -> None:
         """Flush everything written so far (objects, trees, commits) in one call."""
@@ -171,23 +170,9 @@ class LocalVersionStore(VersionStore):
 
     def _atomic_write(self, target: Path, data: bytes, *, sync: bool = True) -> None:
         """Readers see the old file or the new one, never a partial write."""
-        if target.parent not in self._dirs:  # saves a mkdir syscall per object
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(target.parent)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if sync and self.durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if sync:
-            self._fsync_dir(target.parent)
+        new_dir = target.parent not in self._dirs  # saves a mkdir syscall per object
+        atomic_write_bytes(target, data, fsync=sync and self.durable, make_parents=new_dir)
+        self._dirs.add(target.parent)
 
     def _write_once(self, target: Path, data: bytes) -> None:
         """Content-addressed files are immutable: if it exists it already holds these bytes.
@@ -210,30 +195,19 @@ class LocalVersionStore(VersionStore):
         lock_path = self.path / "lock"
         if not self.path.is_dir():
             raise RefNotFoundError(f"repository {self.repository!r} does not exist at {self.path}")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeoutError(
-                            f"another writer held {lock_path} for more than "
-                            f"{self.lock_timeout:g}s; nothing was changed, retry later"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(file_lock(lock_path, timeout=self.lock_timeout))
+            except LockTimeout:
+                raise LockTimeoutError(
+                    f"another writer held {lock_path} for more than "
+                    f"{self.lock_timeout:g}s; nothing was changed, retry later"
+                ) from None
             self._tls.depth = 1
             try:
                 yield
             finally:
                 self._tls.depth = 0
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
     # ---------------------------------------------------------------- immutable records
     def _cached(self, key: str, load: Any) -> Any:
@@ -636,7 +610,7 @@ class LocalVersionStore(VersionStore):
         self._require_repo()
         tags = {}
         for p in sorted((self.path / "refs" / "tags").iterdir()):
-            if not p.name.startswith(".tmp-"):
+            if not p.name.startswith(TEMP_PREFIX):
                 tags[p.name] = p.read_text().strip()
         return tags
 
@@ -704,7 +678,7 @@ class LocalVersionStore(VersionStore):
                 problems.append(f"branch ref {p.name} unreadable: {e}")
         tags_dir = self.path / "refs" / "tags"
         for p in sorted(tags_dir.iterdir()):
-            if not p.name.startswith(".tmp-"):
+            if not p.name.startswith(TEMP_PREFIX):
                 roots[f"tag {p.name}"] = p.read_text().strip()
         if "branch " + self.default_branch not in roots:
             problems.append(f"default branch {self.default_branch!r} is missing")
