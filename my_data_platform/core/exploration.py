@@ -13,11 +13,9 @@ build) is completed by upserting on ``photo_id``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from my_data_platform.core import datasets as D
+from my_data_platform.core.fsutil import atomic_write_bytes
 from my_data_platform.core.objectstore import LocalObjectStore, ObjectStore, validate_key
 from my_data_platform.core.versioning import VersionStore
 
@@ -134,15 +133,7 @@ def local_media(store: ObjectStore, cache_dir: str | Path, workers: int = 8) -> 
     def fetch(key: str) -> str:
         path = cache / validate_key(key)
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(store.get_bytes(key))
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            atomic_write_bytes(path, store.get_bytes(key), fsync=False)
         return str(path)
 
     def paths(keys: Sequence[str]) -> list[str]:

@@ -24,7 +24,6 @@ starts a new one (about a second).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
@@ -37,6 +36,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from my_data_platform.core.fsutil import atomic_write_bytes, file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +76,8 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _locked(db_dir: Path) -> Iterator[None]:
-    db_dir.mkdir(parents=True, exist_ok=True)
-    with (db_dir / LOCK_FILE).open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(db_dir / LOCK_FILE):
+        yield
 
 
 def _read_state(db_dir: Path) -> dict[str, Any] | None:
@@ -92,9 +88,7 @@ def _read_state(db_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_state(db_dir: Path, state: dict[str, Any]) -> None:
-    tmp = db_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, db_dir / STATE_FILE)
+    atomic_write_bytes(db_dir / STATE_FILE, json.dumps(state).encode(), fsync=False)
 
 
 def _client(uri: str, appname: str = "mdp") -> Any:

@@ -20,12 +20,13 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from my_data_platform.core.fsutil import TEMP_PREFIX, atomic_path
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@,:\-][A-Za-z0-9._=+@,:\- ]*$")
 
@@ -206,15 +207,8 @@ class LocalObjectStore(ObjectStore):
     def writing(self, key: str, suffix: str = "") -> Iterator[Path]:
         # Every local write goes through here: a temp file beside its destination (hidden from
         # ``list``), published by a rename, removed if the block fails.
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".tmp-{uuid.uuid4().hex}.part{suffix}"
-        try:
+        with atomic_path(self._path(key), suffix=suffix) as tmp:
             yield tmp
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -247,7 +241,7 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             return
         for entry in entries:
-            if entry.name.startswith(".tmp-"):
+            if entry.name.startswith(TEMP_PREFIX):
                 continue
             key = f"{rel}/{entry.name}" if rel else entry.name
             if entry.is_dir(follow_symlinks=False):

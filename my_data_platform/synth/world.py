@@ -18,8 +18,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from my_data_platform.core.fsutil import atomic_path
 from my_data_platform.core.objectstore import ObjectStore
 from my_data_platform.synth import oltp
 from my_data_platform.synth.events import (
@@ -372,15 +371,8 @@ def _write_images(
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _write_ground_truth(

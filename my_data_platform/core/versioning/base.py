@@ -1,30 +1,8 @@
 """The dataset-versioning interface: git-like branches, commits, merges and tags over objects.
 
-Training data is published write-audit-publish: a run writes to its own branch, audits it,
-commits and merges into ``main``, and downstream readers pin the commit id. Two backends
-implement this one interface so the same pipeline code runs on a laptop (the embedded store,
-:mod:`.local`) and in production (lakeFS, :mod:`.lakefs`); one contract test suite runs on both.
-
-Semantics every backend keeps (the contract):
-
-* A store is bound to one repository (named at construction). ``create_repository`` is
-  idempotent and creates the default branch with an initial empty commit, so every branch
-  always has a head commit.
-* Writes (``put_object``/``delete_object``) go to the branch's *staging area*. Reading at a
-  branch name sees staged changes; reading at a tag or commit id sees only committed data.
-* ``commit`` is atomic. A commit with nothing staged raises :class:`NoChangesError` unless
-  ``allow_empty=True`` (the lakeFS behaviour, so both backends agree).
-* ``merge`` merges the *committed* state of ``source_ref`` into ``dest_branch``. The destination
-  must have no uncommitted changes (:class:`UncommittedChangesError`). Merging something already
-  contained in the destination is not an error: the destination head is returned unchanged.
-  Conflicts (a path changed differently on both sides since the merge base) raise
-  :class:`MergeConflictError` with the paths; nothing is silently resolved. Whether a merge
-  fast-forwards or always writes a merge commit is backend specific (the embedded store
-  fast-forwards, lakeFS writes a merge commit), so callers use the returned commit id.
-* ``diff`` compares committed states (a branch name means its head commit).
-* ``delete_object`` of a path that does not exist is a no-op (deletes are idempotent).
-* Object checksums are opaque content identities: equal bytes give equal checksums within one
-  backend (sha256 in the embedded store, the server's checksum in lakeFS).
+Two backends implement it, the embedded store (:mod:`.local`) and lakeFS (:mod:`.lakefs`), and
+one contract suite runs on both. The contract (staging, commits, merges, conflicts) is written
+out in ``docs/versioning.md``.
 """
 
 from __future__ import annotations
@@ -158,7 +136,7 @@ def looks_like_commit_id(ref: str) -> bool:
 
 
 class VersionStore(ABC):
-    """One repository of versioned objects. See the module docstring for the contract."""
+    """One repository of versioned objects. The contract: docs/versioning.md."""
 
     repository: str
     default_branch: str = DEFAULT_BRANCH

@@ -8,10 +8,9 @@ and never both.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pydantic import Field
 
 from my_data_platform.core import warehouse as wh
 from my_data_platform.core.duck import quote_ident
+from my_data_platform.core.fsutil import LockTimeout, file_lock
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import table_metadata
 
@@ -85,24 +85,15 @@ def writer_lock(location: wh.WarehouseLocation, timeout_s: float = 1800) -> Iter
         yield
         return
     lock_path = Path(f"{location.catalog_file}.writer.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+b") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise wh.WarehouseError(
-                        f"another writer has held {location.describe()} for over {timeout_s:.0f}s"
-                        f" (lock file {lock_path})"
-                    ) from None
-                time.sleep(0.05)
+    with ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            held.enter_context(file_lock(lock_path, timeout=timeout_s))
+        except LockTimeout:
+            raise wh.WarehouseError(
+                f"another writer has held {location.describe()} for over {timeout_s:.0f}s"
+                f" (lock file {lock_path})"
+            ) from None
+        yield
 
 
 def _retry(fn: Any, attempts: int = 8) -> Any:

@@ -6,7 +6,8 @@ This server answers in the JSON shapes of ``lakefs_sdk.models`` and keeps lakeFS
 (401 bad credentials, 404 missing, 409 exists/conflict, 400 "no changes" / dirty branch). Its
 semantics come from the embedded store, so both backends run the same contract tests.
 
-Not product code: it has no persistence guarantees, one process, HTTP basic auth only.
+Not product code: it has no persistence guarantees, one process, HTTP basic auth only. The
+HTTP plumbing (responses, pagination, the request handler) is in :mod:`.lakefs_http`.
 
 Endpoints (all under ``/api/v1``)::
 
@@ -42,7 +43,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -61,57 +62,16 @@ from my_data_platform.core.versioning import (
     UncommittedChangesError,
     VersioningError,
 )
+from my_data_platform_tests.core.versioning.lakefs_http import (
+    HTTPError,
+    RequestHandler,
+    Response,
+    json_response,
+    page,
+)
 
 _SEG = r"([^/]+)"
 _REPO = rf"/api/v1/repositories/{_SEG}"
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Response:
-    def __init__(
-        self,
-        status: int,
-        body: bytes = b"",
-        content_type: str = "application/json",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or {}
-
-
-def _json(status: int, obj: Any) -> _Response:
-    return _Response(status, json.dumps(obj).encode())
-
-
-def _page(items: list[Any], key: Callable[[Any], str], query: dict[str, str]) -> dict[str, Any]:
-    """lakeFS pagination: ``after`` is exclusive, ``amount`` defaults to 100, max 1000."""
-    after = query.get("after", "")
-    amount = min(int(query.get("amount") or 100), 1000)
-    if amount < 0:
-        amount = 1000
-    start = 0
-    if after:
-        keys = [key(i) for i in items]
-        start = keys.index(after) + 1 if after in keys else sum(1 for k in keys if k <= after)
-    chunk = items[start : start + amount]
-    has_more = start + amount < len(items)
-    return {
-        "pagination": {
-            "has_more": has_more,
-            "next_offset": key(chunk[-1]) if (chunk and has_more) else "",
-            "results": len(chunk),
-            "max_per_page": 1000,
-        },
-        "results": chunk,
-    }
 
 
 class LakeFSTestServer:
@@ -133,7 +93,7 @@ class LakeFSTestServer:
         self._repo_info: dict[str, dict[str, Any]] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        routes: list[tuple[str, str, Callable[..., _Response]]] = [
+        routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("GET", rf"{_REPO}$", self.get_repository),
             ("POST", r"/api/v1/repositories$", self.create_repository),
             ("GET", rf"{_REPO}/branches$", self.list_branches),
@@ -168,7 +128,7 @@ class LakeFSTestServer:
     def start(self) -> LakeFSTestServer:
         server = self
 
-        class Handler(_Handler):
+        class Handler(RequestHandler):
             owner = server
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -208,15 +168,15 @@ class LakeFSTestServer:
             password, self.secret_access_key
         )
 
-    def dispatch(self, method: str, raw_path: str, headers: Any, body: bytes) -> _Response:
+    def dispatch(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:
         parts = urlsplit(raw_path)
         self.requests.append((method, parts.path))
         with self._lock:
             injected = self._inject.pop(0) if self._inject else None
         if injected is not None:
-            return _json(injected, {"message": f"injected failure {injected}"})
+            return json_response(injected, {"message": f"injected failure {injected}"})
         if not self.authorized(headers.get("Authorization")):
-            return _json(401, {"message": "error authenticating request"})
+            return json_response(401, {"message": "error authenticating request"})
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         for m, pattern, handler in self._routes:
             match = pattern.match(parts.path)
@@ -225,18 +185,18 @@ class LakeFSTestServer:
                 try:
                     return handler(*args, query=query, headers=headers, body=body)
                 except HTTPError as e:
-                    return _json(e.status, {"message": e.message})
+                    return json_response(e.status, {"message": e.message})
                 except (RefNotFoundError, ObjectNotFoundError) as e:
-                    return _json(404, {"message": f"not found: {e}"})
+                    return json_response(404, {"message": f"not found: {e}"})
                 except (RefExistsError, MergeConflictError) as e:
-                    return _json(409, {"message": str(e)})
+                    return json_response(409, {"message": str(e)})
                 except NoChangesError:
-                    return _json(400, {"message": "commit: no changes"})
+                    return json_response(400, {"message": "commit: no changes"})
                 except UncommittedChangesError as e:
-                    return _json(400, {"message": f"dirty branch: {e}"})
+                    return json_response(400, {"message": f"dirty branch: {e}"})
                 except (InvalidNameError, VersioningError) as e:
-                    return _json(400, {"message": str(e)})
-        return _json(404, {"message": f"no route for {method} {parts.path}"})
+                    return json_response(400, {"message": str(e)})
+        return json_response(404, {"message": f"no route for {method} {parts.path}"})
 
     def store(self, repo: str) -> LocalVersionStore:
         with self._lock:
@@ -312,11 +272,11 @@ class LakeFSTestServer:
         return path
 
     # ------------------------------------------------------------------ handlers
-    def get_repository(self, repo: str, **_: Any) -> _Response:
+    def get_repository(self, repo: str, **_: Any) -> Response:
         self.store(repo)
-        return _json(200, self._repository_json(repo))
+        return json_response(200, self._repository_json(repo))
 
-    def create_repository(self, *, body: bytes, **_: Any) -> _Response:
+    def create_repository(self, *, body: bytes, **_: Any) -> Response:
         req = self._body(body)
         name = req.get("name", "")
         if not req.get("storage_namespace"):
@@ -331,9 +291,9 @@ class LakeFSTestServer:
             "storage_namespace": req["storage_namespace"],
             "creation_date": int(time.time()),
         }
-        return _json(201, self._repository_json(name))
+        return json_response(201, self._repository_json(name))
 
-    def list_branches(self, repo: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def list_branches(self, repo: str, *, query: dict[str, str], **_: Any) -> Response:
         store = self.store(repo)
         prefix = query.get("prefix", "")
         refs = [
@@ -341,45 +301,43 @@ class LakeFSTestServer:
             for b in store.list_branches()
             if b.startswith(prefix)
         ]
-        return _json(200, _page(refs, lambda r: r["id"], query))
+        return json_response(200, page(refs, lambda r: r["id"], query))
 
-    def create_branch(self, repo: str, *, body: bytes, **_: Any) -> _Response:
+    def create_branch(self, repo: str, *, body: bytes, **_: Any) -> Response:
         req = self._body(body)
         cid = self.store(repo).create_branch(req["name"], req["source"])
-        return _Response(201, cid.encode(), "text/html")
+        return Response(201, cid.encode(), "text/html")
 
-    def get_branch(self, repo: str, branch: str, **_: Any) -> _Response:
-        return _json(200, {"id": branch, "commit_id": self.store(repo).branch_head(branch)})
+    def get_branch(self, repo: str, branch: str, **_: Any) -> Response:
+        return json_response(200, {"id": branch, "commit_id": self.store(repo).branch_head(branch)})
 
-    def delete_branch(self, repo: str, branch: str, **_: Any) -> _Response:
+    def delete_branch(self, repo: str, branch: str, **_: Any) -> Response:
         self.store(repo).delete_branch(branch)
-        return _Response(204)
+        return Response(204)
 
-    def diff_branch(self, repo: str, branch: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def diff_branch(self, repo: str, branch: str, *, query: dict[str, str], **_: Any) -> Response:
         changes = self.store(repo).uncommitted(branch)
-        return _json(200, _page(self._diff_json(changes), lambda d: d["path"], query))
+        return json_response(200, page(self._diff_json(changes), lambda d: d["path"], query))
 
     def upload_object(
         self, repo: str, branch: str, *, query: dict[str, str], headers: Any, body: bytes
-    ) -> _Response:
+    ) -> Response:
         if headers.get("Content-Type", "").startswith("multipart/"):
             raise HTTPError(400, "this test server only accepts raw uploads")
         path = self._path_param(query)
         entry = self.store(repo).put_object(branch, path, body)
-        return _json(201, self._stats_json(repo, entry))
+        return json_response(201, self._stats_json(repo, entry))
 
-    def delete_object(
-        self, repo: str, branch: str, *, query: dict[str, str], **_: Any
-    ) -> _Response:
+    def delete_object(self, repo: str, branch: str, *, query: dict[str, str], **_: Any) -> Response:
         store = self.store(repo)
         path = self._path_param(query)
         store.branch_head(branch)
         if not any(e.path == path for e in store.list_objects(branch, path)):
             raise HTTPError(404, f"object {path!r} not found")
         store.delete_object(branch, path)
-        return _Response(204)
+        return Response(204)
 
-    def commit(self, repo: str, branch: str, *, body: bytes, **_: Any) -> _Response:
+    def commit(self, repo: str, branch: str, *, body: bytes, **_: Any) -> Response:
         req = self._body(body)
         c = self.store(repo).commit(
             branch,
@@ -387,7 +345,7 @@ class LakeFSTestServer:
             req.get("metadata") or {},
             allow_empty=bool(req.get("allow_empty")),
         )
-        return _json(201, self._commit_json(c))
+        return json_response(201, self._commit_json(c))
 
     def _entry(self, repo: str, ref: str, path: str) -> ObjectEntry:
         store = self.store(repo)
@@ -399,7 +357,7 @@ class LakeFSTestServer:
 
     def get_object(
         self, repo: str, ref: str, *, query: dict[str, str], headers: Any, **_: Any
-    ) -> _Response:
+    ) -> Response:
         path = self._path_param(query)
         entry = self._entry(repo, ref, path)
         data = self.store(repo).get_object(ref, path)
@@ -409,22 +367,22 @@ class LakeFSTestServer:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
             size = len(data)
             if not m or int(m.group(1)) >= size:
-                return _Response(416, b"", headers={"Content-Range": f"bytes */{size}"})
+                return Response(416, b"", headers={"Content-Range": f"bytes */{size}"})
             start = int(m.group(1))
             end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
-            return _Response(
+            return Response(
                 206,
                 data[start : end + 1],
                 "application/octet-stream",
                 {**common, "Content-Range": f"bytes {start}-{end}/{size}"},
             )
-        return _Response(200, data, "application/octet-stream", common)
+        return Response(200, data, "application/octet-stream", common)
 
-    def stat_object(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def stat_object(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> Response:
         path = self._path_param(query)
-        return _json(200, self._stats_json(repo, self._entry(repo, ref, path)))
+        return json_response(200, self._stats_json(repo, self._entry(repo, ref, path)))
 
-    def list_objects(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def list_objects(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> Response:
         prefix = query.get("prefix", "")
         delimiter = query.get("delimiter", "")
         results: list[dict[str, Any]] = []
@@ -446,27 +404,27 @@ class LakeFSTestServer:
                     )
                 continue
             results.append(self._stats_json(repo, e))
-        return _json(200, _page(results, lambda r: r["path"], query))
+        return json_response(200, page(results, lambda r: r["path"], query))
 
-    def log_commits(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def log_commits(self, repo: str, ref: str, *, query: dict[str, str], **_: Any) -> Response:
         commits = [self._commit_json(c) for c in self.store(repo).log(ref, limit=1_000_000)]
-        return _json(200, _page(commits, lambda c: c["id"], query))
+        return json_response(200, page(commits, lambda c: c["id"], query))
 
-    def get_commit(self, repo: str, ref: str, **_: Any) -> _Response:
-        return _json(200, self._commit_json(self.store(repo).get_commit(ref)))
+    def get_commit(self, repo: str, ref: str, **_: Any) -> Response:
+        return json_response(200, self._commit_json(self.store(repo).get_commit(ref)))
 
     def diff_refs(
         self, repo: str, left: str, right: str, *, query: dict[str, str], **_: Any
-    ) -> _Response:
+    ) -> Response:
         store = self.store(repo)
         left_c, right_c = store.resolve_ref(left), store.resolve_ref(right)
         if query.get("type", "three_dot") == "three_dot":
             left_c = store.merge_base(left_c, right_c) or left_c
         changes = store.diff(left_c, right_c)
         sizes = {e.path: e.size for e in store.list_objects(right_c)}
-        return _json(200, _page(self._diff_json(changes, sizes), lambda d: d["path"], query))
+        return json_response(200, page(self._diff_json(changes, sizes), lambda d: d["path"], query))
 
-    def merge(self, repo: str, source: str, dest: str, *, body: bytes, **_: Any) -> _Response:
+    def merge(self, repo: str, source: str, dest: str, *, body: bytes, **_: Any) -> Response:
         req = self._body(body)
         if req.get("strategy") or req.get("squash_merge"):
             raise HTTPError(400, "strategy/squash_merge are not supported by this test server")
@@ -475,87 +433,35 @@ class LakeFSTestServer:
         after = store.merge(source, dest, req.get("message"), req.get("metadata") or None)
         if after == before:  # what lakeFS answers when there is nothing to merge
             raise HTTPError(400, "no changes")
-        return _json(200, {"reference": after})
+        return json_response(200, {"reference": after})
 
-    def find_merge_base(self, repo: str, source: str, dest: str, **_: Any) -> _Response:
+    def find_merge_base(self, repo: str, source: str, dest: str, **_: Any) -> Response:
         store = self.store(repo)
         src, dst = store.resolve_ref(source), store.branch_head(dest)
         base = store.merge_base(src, dst)
         if base is None:
             raise HTTPError(404, "no merge base")
-        return _json(
+        return json_response(
             200,
             {"source_commit_id": src, "destination_commit_id": dst, "base_commit_id": base},
         )
 
-    def create_tag(self, repo: str, *, body: bytes, **_: Any) -> _Response:
+    def create_tag(self, repo: str, *, body: bytes, **_: Any) -> Response:
         req = self._body(body)
         cid = self.store(repo).create_tag(req["id"], req["ref"])
-        return _json(201, {"id": req["id"], "commit_id": cid})
+        return json_response(201, {"id": req["id"], "commit_id": cid})
 
-    def list_tags(self, repo: str, *, query: dict[str, str], **_: Any) -> _Response:
+    def list_tags(self, repo: str, *, query: dict[str, str], **_: Any) -> Response:
         prefix = query.get("prefix", "")
         refs = [
             {"id": t, "commit_id": c}
             for t, c in sorted(self.store(repo).list_tags().items())
             if t.startswith(prefix)
         ]
-        return _json(200, _page(refs, lambda r: r["id"], query))
+        return json_response(200, page(refs, lambda r: r["id"], query))
 
-    def get_tag(self, repo: str, tag: str, **_: Any) -> _Response:
+    def get_tag(self, repo: str, tag: str, **_: Any) -> Response:
         tags = self.store(repo).list_tags()
         if tag not in tags:
             raise HTTPError(404, f"tag {tag!r} not found")
-        return _json(200, {"id": tag, "commit_id": tags[tag]})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: LakeFSTestServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's urllib3 pool expects
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms stalls
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _handle(self, method: str) -> None:
-        body = self._read_body()
-        resp = self.owner.dispatch(method, self.path, self.headers, body)
-        self.send_response(resp.status)
-        if resp.body or resp.status not in (204, 304):
-            self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if method != "HEAD" and resp.body:
-            self.wfile.write(resp.body)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
+        return json_response(200, {"id": tag, "commit_id": tags[tag]})

@@ -204,6 +204,32 @@ def test_merge_into_a_branch_with_uncommitted_changes_is_refused(store: VersionS
     assert store.get_object("main", "dirty.txt") == b"d"  # staging untouched
 
 
+@pytest.mark.parametrize("main_moved", [False, True], ids=["fast-forward", "merge-commit"])
+def test_merge_into_a_branch_whose_staged_write_was_deleted(
+    store: VersionStore, main_moved: bool
+) -> None:
+    """Issue 14's sequence. A write then a delete of a path never committed on ``main`` is
+    no change, so ``main`` is clean and the merge goes ahead; the merge drops ``main``'s old
+    staging area, so the merged object is visible (lakeFS's rule, see docs/versioning.md)."""
+    store.create_branch("b2", "main")
+    if main_moved:
+        commit_files(store, "main", {"m.txt": b"m"}, "main moved")
+    store.put_object("main", "d/c", b"")
+    b2_head = commit_files(store, "b2", {"d/c": b""}, "add d/c")
+    store.delete_object("main", "d/c")
+    assert store.uncommitted("main") == []
+
+    main_head = store.branch_head("main")
+    merged = store.merge("b2", "main")
+
+    if main_moved:
+        assert set(store.get_commit(merged).parents) == {main_head, b2_head}
+    expected = {"m.txt": b"m", "d/c": b""} if main_moved else {"d/c": b""}
+    assert contents(store, "main") == expected
+    assert contents(store, store.branch_head("main")) == expected
+    assert store.uncommitted("main") == []
+
+
 def test_merge_reads_the_committed_state_of_the_source(store: VersionStore) -> None:
     store.create_branch("feature", "main")
     commit_files(store, "feature", {"committed.txt": b"c"}, "c")

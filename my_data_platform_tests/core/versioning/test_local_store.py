@@ -276,6 +276,11 @@ class StoreMatchesModel(RuleBasedStateMachine):
                 todo.extend(self.parents[x])
         return seen
 
+    def move_head(self, branch: str, commit: str) -> None:
+        """A merge that moves a clean branch drops its staging area, as lakeFS does (see
+        docs/versioning.md): what is left there are no-ops, such as a write undone by a delete."""
+        self.heads[branch], self.staged[branch] = commit, {}
+
     def generation(self, c: str) -> int:
         return 1 + max((self.generation(p) for p in self.parents[c]), default=0)
 
@@ -334,7 +339,7 @@ class StoreMatchesModel(RuleBasedStateMachine):
             return
         if base == dst:
             assert self.store.merge(source, dest) == src
-            self.heads[dest] = src
+            self.move_head(dest, src)
             return
         b, s, d = self.trees[base], self.trees[src], self.trees[dst]
         merged, conflicts = {}, []
@@ -360,7 +365,7 @@ class StoreMatchesModel(RuleBasedStateMachine):
             return
         assert self.store.get_commit(new).parents == (dst, src)
         self.trees[new], self.parents[new] = merged, (dst, src)
-        self.heads[dest] = new
+        self.move_head(dest, new)
 
     @invariant()
     def matches_model(self) -> None:
@@ -390,3 +395,24 @@ StoreMatchesModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStoreMatchesModel = StoreMatchesModel.TestCase
+
+
+def test_model_regression_merge_into_a_branch_whose_staged_write_was_deleted() -> None:
+    """The sequence the state machine found (issue 14), replayed as hypothesis prints it.
+
+    ``main`` stages ``d/c`` and deletes it again before any commit: that leaves no change, so
+    ``main`` is clean and the merge goes ahead; the fast-forward drops ``main``'s staging
+    area, so the merged ``d/c`` is visible. The model used to keep the tombstone.
+    """
+    state = StoreMatchesModel()
+    try:
+        state.create()
+        state.write(branch="main", path="d/c", data=b"")
+        state.write(branch="b2", path="d/c", data=b"")
+        state.commit(branch="b2")
+        state.delete(branch="main", path="d/c")
+        state.merge(source="b2", dest="main")
+        state.matches_model()
+        assert [e.path for e in state.store.list_objects("main")] == ["d/c"]
+    finally:
+        state.teardown()
