@@ -31,11 +31,11 @@ import torch.utils.deterministic
 from PIL import Image
 from torch import nn
 
-from my_data_platform.synth.population import CLASSES as _SYNTH_CLASSES
+from my_data_platform.core.image_classes import IMAGE_CLASSES
 
 log = logging.getLogger(__name__)
 
-CLASSES: tuple[str, ...] = tuple(_SYNTH_CLASSES)
+CLASSES: tuple[str, ...] = IMAGE_CLASSES
 IMAGE_SIZE = 64
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 5

@@ -28,7 +28,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-CLASSES: tuple[str, ...] = ("sunset", "beach", "food", "pet", "city", "portrait")
+from my_data_platform.core.image_classes import IMAGE_CLASSES
+
+#: The classes photos are drawn from: the image classifier's label set.
+CLASSES: tuple[str, ...] = IMAGE_CLASSES
 COUNTRIES: tuple[str, ...] = ("US", "BR", "IN", "DE", "FR", "JP", "GB", "ID", "MX", "NG")
 _COUNTRY_P = np.array([0.25, 0.12, 0.14, 0.07, 0.06, 0.08, 0.08, 0.08, 0.07, 0.05])
 CLIENTS: tuple[str, ...] = ("ios", "android", "web")

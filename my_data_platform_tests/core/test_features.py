@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from my_data_platform.core import features as F
-from my_data_platform.core.features_world import EVENTS_POLARS_SCHEMA, world_frames
 from my_data_platform.synth import WorldConfig
+from my_data_platform.synth.features_world import EVENTS_POLARS_SCHEMA, world_frames
 
 UTC = dt.UTC
 T = dt.datetime(2026, 2, 1, 12, 0, tzinfo=UTC)

@@ -29,7 +29,7 @@ from my_data_platform.synth import (
     generate_world,
     read_world,
 )
-from my_data_platform.synth.events import sample_index
+from my_data_platform.synth.sampling import sample_index
 
 KEYS = ["event_id", "event_type", "user_id", "photo_id", "ts", "dwell_ms", "client"]
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
