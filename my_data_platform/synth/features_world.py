@@ -1,10 +1,7 @@
 """The synthetic world as Polars frames, for feature tests, benchmarks and label calibration.
 
-``mdp seed`` serializes events to gzip JSON Lines, which is the realistic landing format but
-costs most of the generation time. Feature work only needs the validated ``lake/events`` rows,
-so this module draws the *same* events with the generator's own sampling code (same random
-streams per day and file) and returns them directly in ``EVENTS_SCHEMA``. For a clean world
-(``corrupt_rate == 0``) the rows equal what ``ingest_day`` would load from the landed files.
+The same events as ``generate_event_day`` (same sampling code and random streams), straight in
+``EVENTS_SCHEMA`` without the gzip round trip. Notes: ``docs/features.md``.
 """
 
 from __future__ import annotations
