@@ -1,19 +1,6 @@
-"""One day of user-activity logs: sampled with numpy, serialized with Polars, gzipped with ISA-L.
+"""One day of user-activity logs, generated, serialized and gzipped like the landed files.
 
-This is the hot path of ``mdp seed`` (millions of lines per day), so no Python loop touches a
-row: loops run over 15-minute buckets, corruption kinds and files only.
-
-* Sampling. The day is cut into 96 buckets. A bucket's events go to photos uploaded before the
-  bucket starts, with weights ``expected_rate * decay(age)`` (``searchsorted`` over cumulative
-  weights), so every event is strictly after its photo's upload. Timestamps inside a bucket are
-  sorted uniform order statistics (normalized exponential spacings), so lines come out in time
-  order without a sort.
-* Serialization. Each line is one ``concat_str`` of pre-rendered fragments: constant JSON glue,
-  gathered lookup tables (event type, client, the ``ts`` second and millisecond) and integer
-  casts. Every line ends with ``\\n``, so the Arrow data buffer of the string column *is* the
-  file body and goes to the compressor without another copy.
-* Compression. ``isal.igzip`` at level 1 (standard gzip, ``mtime=0`` for byte-identical
-  output), one task per file in a thread pool; both Polars and ISA-L release the GIL.
+The hot path of ``mdp seed``: no Python loop touches a row. Notes: ``docs/ingest.md``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """Users, photos and the hidden popularity function of the synthetic world.
 
-Everything here is a pure function of ``(seed, day index)`` so that any day can be regenerated
-on its own: ``append_days`` rebuilds earlier days' photos instead of trusting what a pipeline may
-have changed in the database, and a world of 3 days equals a world of 2 days plus one appended.
-
-The hidden popularity function (also written to ``world.json``)::
-
-    latent_score  = intercept
-                  + follower_coef  * log1p(author.follower_count)
-                  + class_effects[image_class]
-                  + hot_word_coef  * hot_words_in_caption
-                  + cold_word_coef * cold_words_in_caption
-                  + quality_coef   * quality                      # quality ~ N(0, 1)
-                  + noise                                          # noise ~ N(0, noise_sd)
-    expected_rate = exp(latent_score)
-
-A photo's event intensity at age ``a`` hours is ``expected_rate * decay(a)`` with
-``decay(a) = (1 - w) * exp(-a / fast_hours) + w * exp(-a / slow_hours)``: most engagement lands
-in the first day or two. Like/comment/share probabilities rise with ``quality``.
+Everything is a pure function of ``(seed, day index)``. Notes: ``docs/ingest.md``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """``mdp seed``: a deterministic synthetic photo-sharing world, landed like production data.
 
-A world is three things, written the way the real sources would deliver them:
-
-* OLTP tables ``users`` and ``photos`` in a SQLAlchemy database (SQLite or PostgreSQL);
-* JPEG images at ``landing/photos/{photo_id:08d}.jpg`` in the object store;
-* gzip JSON Lines event logs at ``landing/events/date=YYYY-MM-DD/part-NNNNN.jsonl.gz``.
-
-Plus the ground truth, outside the landing area, that only tests and model evaluation read:
-the hidden popularity function, each photo's hidden class/quality/score, and the exact count
-of every injected corruption. Everything is a function of ``(seed, day index)``, so the same
-config gives byte-identical files and rows, and appending days equals generating them at once.
+OLTP tables, JPEG images and gzip JSON Lines event logs, plus the ground truth that only tests and
+model evaluation read. Notes: ``docs/ingest.md``.
 """
 
 from __future__ import annotations
