@@ -1,6 +1,6 @@
 """Benchmark of the features group: activity snapshot + labels + training examples.
 
-Builds a clean synthetic world directly as Polars frames (``core.features_world``: the
+Builds a clean synthetic world directly as Polars frames (``synth.features_world``: the
 generator's own sampling, no JSON or gzip), writes events as one Parquet file per day, photos
 and users as Parquet, and then times, each phase in its own subprocess so that every peak RSS
 is its own:
@@ -37,8 +37,8 @@ from typing import Any
 import polars as pl
 
 from my_data_platform.core import features as F
-from my_data_platform.core.features_world import event_day_frame, world_tables
-from my_data_platform.synth import WorldConfig
+from my_data_platform.synth.config import WorldConfig
+from my_data_platform.synth.features_world import event_day_frame, world_tables
 
 CFG = F.FeatureConfig()
 CHECK_COLUMNS = (

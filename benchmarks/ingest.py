@@ -74,13 +74,14 @@ def build_world(args: argparse.Namespace) -> dict[str, Any]:
     reset_settings()
     from my_data_platform.defs.lake.resources import object_store_from_settings
     from my_data_platform.synth import oltp
-    from my_data_platform.synth.events import write_event_day
+    from my_data_platform.synth.config import WorldConfig
+    from my_data_platform.synth.events import generate_event_day, write_event_day
     from my_data_platform.synth.population import (
         PHOTO_DB_COLUMNS,
         USER_DB_COLUMNS,
         make_users,
     )
-    from my_data_platform.synth.world import WorldConfig, all_photos, generate_event_day
+    from my_data_platform.synth.world import all_photos
 
     config = WorldConfig(
         days=1,

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from my_data_platform.core.objectstore import LocalObjectStore
+from my_data_platform.synth.config import WorldConfig
 from my_data_platform.synth.events import generate_event_day, write_event_day
 from my_data_platform.synth.population import make_users
-from my_data_platform.synth.world import WorldConfig, all_photos
+from my_data_platform.synth.world import all_photos
 
 
 def _cpu_seconds() -> float:

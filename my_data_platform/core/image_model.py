@@ -1,14 +1,6 @@
-"""A small CNN that tells what a photo shows, trained on the synthetic world's free labels.
+"""A small CNN that tells what a photo shows; its outputs become features of the popularity model.
 
-The generator knows each image's class (``image_class`` in the ground truth), so the platform
-can train a content classifier without any labelling effort, then run it over every landed
-photo. Its outputs (a class and per-class probabilities) become features for the popularity
-model: what a photo shows moves its engagement.
-
-Training is deterministic on the CPU for a given seed (seeded weights, split and batch order,
-deterministic kernels), so a model can be rebuilt exactly from its provenance manifest. The
-image pipeline takes uint8 ``(n, H, W, 3)`` arrays; models normalize internally, so a stored
-model needs nothing beside its own bytes to be applied.
+Training is deterministic on the CPU for a given seed. Notes: ``docs/features.md``.
 """
 
 from __future__ import annotations
@@ -31,11 +23,11 @@ import torch.utils.deterministic
 from PIL import Image
 from torch import nn
 
-from my_data_platform.synth.population import CLASSES as _SYNTH_CLASSES
+from my_data_platform.core.image_classes import IMAGE_CLASSES
 
 log = logging.getLogger(__name__)
 
-CLASSES: tuple[str, ...] = tuple(_SYNTH_CLASSES)
+CLASSES: tuple[str, ...] = IMAGE_CLASSES
 IMAGE_SIZE = 64
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 5

@@ -1,23 +1,6 @@
 """Users, photos and the hidden popularity function of the synthetic world.
 
-Everything here is a pure function of ``(seed, day index)`` so that any day can be regenerated
-on its own: ``append_days`` rebuilds earlier days' photos instead of trusting what a pipeline may
-have changed in the database, and a world of 3 days equals a world of 2 days plus one appended.
-
-The hidden popularity function (also written to ``world.json``)::
-
-    latent_score  = intercept
-                  + follower_coef  * log1p(author.follower_count)
-                  + class_effects[image_class]
-                  + hot_word_coef  * hot_words_in_caption
-                  + cold_word_coef * cold_words_in_caption
-                  + quality_coef   * quality                      # quality ~ N(0, 1)
-                  + noise                                          # noise ~ N(0, noise_sd)
-    expected_rate = exp(latent_score)
-
-A photo's event intensity at age ``a`` hours is ``expected_rate * decay(a)`` with
-``decay(a) = (1 - w) * exp(-a / fast_hours) + w * exp(-a / slow_hours)``: most engagement lands
-in the first day or two. Like/comment/share probabilities rise with ``quality``.
+Everything is a pure function of ``(seed, day index)``. Notes: ``docs/ingest.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +11,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-CLASSES: tuple[str, ...] = ("sunset", "beach", "food", "pet", "city", "portrait")
+from my_data_platform.core.image_classes import IMAGE_CLASSES
+
+#: The classes photos are drawn from: the image classifier's label set.
+CLASSES: tuple[str, ...] = IMAGE_CLASSES
 COUNTRIES: tuple[str, ...] = ("US", "BR", "IN", "DE", "FR", "JP", "GB", "ID", "MX", "NG")
 _COUNTRY_P = np.array([0.25, 0.12, 0.14, 0.07, 0.06, 0.08, 0.08, 0.08, 0.07, 0.05])
 CLIENTS: tuple[str, ...] = ("ios", "android", "web")

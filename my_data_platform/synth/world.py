@@ -1,15 +1,7 @@
 """``mdp seed``: a deterministic synthetic photo-sharing world, landed like production data.
 
-A world is three things, written the way the real sources would deliver them:
-
-* OLTP tables ``users`` and ``photos`` in a SQLAlchemy database (SQLite or PostgreSQL);
-* JPEG images at ``landing/photos/{photo_id:08d}.jpg`` in the object store;
-* gzip JSON Lines event logs at ``landing/events/date=YYYY-MM-DD/part-NNNNN.jsonl.gz``.
-
-Plus the ground truth, outside the landing area, that only tests and model evaluation read:
-the hidden popularity function, each photo's hidden class/quality/score, and the exact count
-of every injected corruption. Everything is a function of ``(seed, day index)``, so the same
-config gives byte-identical files and rows, and appending days equals generating them at once.
+OLTP tables, JPEG images and gzip JSON Lines event logs, plus the ground truth that only tests and
+model evaluation read. Notes: ``docs/ingest.md``.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ import polars as pl
 from my_data_platform.core.fsutil import atomic_path
 from my_data_platform.core.objectstore import ObjectStore
 from my_data_platform.synth import oltp
+from my_data_platform.synth.config import WorldConfig
 from my_data_platform.synth.events import (
     LINE_KINDS,
     QUARANTINE_REASONS,
@@ -74,44 +67,6 @@ LANDING_PREFIX = "landing/"
 FORMAT_VERSION = 1
 _IMAGE_BATCH = 512
 IMAGE_KINDS = ("image_truncated", "image_not_an_image")
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """How big, how dirty and where in time the world is."""
-
-    days: int = 3
-    users: int = 300
-    photos: int = 3000
-    """Photos uploaded over the initial ``days``; appended days keep the same daily rate."""
-    events_per_day: int = 60_000
-    seed: int = 42
-    corrupt_rate: float = 0.0
-    """Fraction of event lines corrupted; > 0 also adds broken images and a truncated file."""
-    start_date: datetime.date = datetime.date(2026, 1, 1)
-    files_per_day: int = 4
-
-    def __post_init__(self) -> None:
-        if self.days < 1 or self.users < 1 or self.photos < 0 or self.events_per_day < 0:
-            raise ValueError(f"world sizes must be positive: {self}")
-        if not 0.0 <= self.corrupt_rate < 0.5:
-            raise ValueError(f"corrupt_rate must be in [0, 0.5), got {self.corrupt_rate}")
-        if self.files_per_day < 1:
-            raise ValueError("files_per_day must be >= 1")
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["start_date"] = self.start_date.isoformat()
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> WorldConfig:
-        data = dict(data)
-        data["start_date"] = datetime.date.fromisoformat(data["start_date"])
-        return cls(**data)
-
-    def date_of(self, day_index: int) -> datetime.date:
-        return self.start_date + datetime.timedelta(days=day_index)
 
 
 @dataclass

@@ -16,8 +16,6 @@ import numpy as np
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image, UnidentifiedImageError
 
 from my_data_platform.core.objectstore import LocalObjectStore
@@ -29,7 +27,6 @@ from my_data_platform.synth import (
     generate_world,
     read_world,
 )
-from my_data_platform.synth.events import sample_index
 
 KEYS = ["event_id", "event_type", "user_id", "photo_id", "ts", "dwell_ms", "client"]
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -337,17 +334,3 @@ def test_existing_world_needs_force(tmp_path: Path) -> None:
     assert {p[0] for p in progress} == {"users", "photos", "images", "events"}
     assert ("events", 1, 1) in progress
     assert read_world(again.gt)["config"]["users"] == 12
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    weights=st.lists(st.floats(0.0, 1e3), min_size=1, max_size=200).filter(lambda w: sum(w) > 0),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_sample_index_is_exact_inverse_cdf(weights: list[float], seed: int) -> None:
-    cum = np.cumsum(weights)
-    u = np.random.default_rng(seed).random(500)
-    got = sample_index(cum, u, guide_size=64)
-    expected = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), len(cum) - 1)
-    assert np.array_equal(got, expected)
-    assert np.all(np.asarray(weights)[got] > 0)

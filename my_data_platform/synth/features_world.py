@@ -1,10 +1,7 @@
 """The synthetic world as Polars frames, for feature tests, benchmarks and label calibration.
 
-``mdp seed`` serializes events to gzip JSON Lines, which is the realistic landing format but
-costs most of the generation time. Feature work only needs the validated ``lake/events`` rows,
-so this module draws the *same* events with the generator's own sampling code (same random
-streams per day and file) and returns them directly in ``EVENTS_SCHEMA``. For a clean world
-(``corrupt_rate == 0``) the rows equal what ``ingest_day`` would load from the landed files.
+The same events as ``generate_event_day`` (same sampling code and random streams), straight in
+``EVENTS_SCHEMA`` without the gzip round trip. Notes: ``docs/features.md``.
 """
 
 from __future__ import annotations
@@ -15,22 +12,22 @@ import numpy as np
 import polars as pl
 
 from my_data_platform.core.events import EVENTS_SCHEMA
-from my_data_platform.synth.events import (
-    BUCKET_SECONDS,
-    EVENT_TYPES,
-    _Buckets,
-    _chunk_rng,
-    _eligible_photos,
-    _event_columns,
-    event_file_key,
-)
+from my_data_platform.synth.config import WorldConfig
+from my_data_platform.synth.events import EVENT_TYPES, event_file_key
 from my_data_platform.synth.population import (
     CLIENTS,
     POPULARITY,
     SECONDS_PER_DAY,
     make_users,
 )
-from my_data_platform.synth.world import WorldConfig, all_photos
+from my_data_platform.synth.sampling import (
+    BUCKET_SECONDS,
+    Buckets,
+    chunk_rng,
+    eligible_photos,
+    event_columns,
+)
+from my_data_platform.synth.world import all_photos
 
 __all__ = ["EVENTS_POLARS_SCHEMA", "event_day_frame", "world_frames", "world_tables"]
 
@@ -57,11 +54,11 @@ def event_day_frame(
         raise ValueError("event_day_frame only draws clean worlds (corrupt_rate == 0)")
     date = config.date_of(day_index)
     day_start = day_index * SECONDS_PER_DAY
-    eligible = _eligible_photos(photos, day_start + SECONDS_PER_DAY)
+    eligible = eligible_photos(photos, day_start + SECONDS_PER_DAY)
     rng = np.random.default_rng([config.seed, day_index])
     n_buckets = SECONDS_PER_DAY // BUCKET_SECONDS
     starts = day_start + BUCKET_SECONDS * np.arange(n_buckets)
-    buckets = _Buckets(eligible, starts, day_start, POPULARITY)
+    buckets = Buckets(eligible, starts, day_start, POPULARITY)
     counts = buckets.counts(rng, config.events_per_day)
     files = config.files_per_day
     bounds = [i * n_buckets // files for i in range(files + 1)]
@@ -69,9 +66,9 @@ def event_day_frame(
     origin = dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC)
     frames = []
     for i in range(files):
-        crng = _chunk_rng(config.seed, day_index, i)
+        crng = chunk_rng(config.seed, day_index, i)
         idx, ts = buckets.sample(crng, counts, bounds[i], bounds[i + 1])
-        cols = _event_columns(crng, eligible, users, idx, ts, POPULARITY, seq0=int(offsets[i]))
+        cols = event_columns(crng, eligible, users, idx, ts, POPULARITY, seq0=int(offsets[i]))
         n = len(idx)
         frames.append(
             pl.DataFrame(
