@@ -1,15 +1,7 @@
 """Where trained models live: checkpoints and provenance manifests in the object store.
 
-Layout (one immutable folder per training run, plus one small pointer)::
-
-    models/popularity/<UTC time>-<run id>/model.pt           weights + feature transform
-    models/popularity/<UTC time>-<run id>/manifest.json      provenance (training.build_manifest)
-    models/popularity/<UTC time>-<run id>/predictions.parquet photo_id, split, label, p
-    models/popularity/<UTC time>-<run id>/{curve,calibration}.png
-    models/popularity/latest.json                           {"manifest_key": ...}
-
-Objects in a run folder are never rewritten, so a manifest URI stays valid forever. The
-pointer is written last: a reader never sees a manifest whose checkpoint is missing.
+One immutable folder per training run under ``models/popularity/``, plus the pointer
+``latest.json``, written last (layout in docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,133 @@
+"""``mdp datasets``: browse dataset versions (log, show, diff)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from my_data_platform.cli._common import console, fail, version_store
+
+app = typer.Typer(help="Browse dataset versions (embedded store or lakeFS).")
+
+
+def _commit_json(c: Any) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "message": c.message,
+        "metadata": dict(c.metadata),
+        "created_at": c.created_at.isoformat(),
+        "parents": list(c.parents),
+    }
+
+
+@app.command("log")
+def datasets_log(
+    ref: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Commits of a ref (default main), newest first."""
+    from my_data_platform.core.versioning import VersioningError
+
+    vs = version_store()
+    try:
+        commits = vs.log(ref, limit)
+    except VersioningError as exc:
+        fail(str(exc))
+    if format == "json":
+        sys.stdout.write(json.dumps([_commit_json(c) for c in commits]) + "\n")
+        return
+    tags: dict[str, list[str]] = {}
+    for name, cid in vs.list_tags().items():
+        tags.setdefault(cid, []).append(name)
+    table = Table(title=f"{vs.describe()} @ {ref}")
+    for col in ("commit", "created", "message", "run", "tags"):
+        table.add_column(col)
+    for c in commits:
+        table.add_row(
+            c.id[:12], c.created_at.isoformat(timespec="seconds"), c.message,
+            c.metadata.get("dagster_run_id", "")[:8], ", ".join(tags.get(c.id, [])),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("show")
+def datasets_show(
+    ref: Annotated[str, typer.Argument(help="Branch, tag or commit id.")] = "main",
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """One version: its commit, objects, and example counts per split."""
+    from my_data_platform.core import datasets as D
+    from my_data_platform.core.versioning import VersioningError
+
+    vs = version_store()
+    try:
+        commit = vs.get_commit(ref)
+        objects = vs.list_objects(commit.id)
+        counts = (
+            D.split_counts(D.read_examples(vs.get_object(commit.id, D.EXAMPLES)))
+            if any(o.path == D.EXAMPLES for o in objects)
+            else {}
+        )
+    except VersioningError as exc:
+        fail(str(exc))
+    info = {
+        "commit": _commit_json(commit),
+        "objects": [{"path": o.path, "size": o.size, "checksum": o.checksum} for o in objects],
+        "splits": counts,
+    }
+    if format == "json":
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    console.print(f"[bold]commit[/] {commit.id}  {commit.created_at.isoformat()}\n{commit.message}")
+    for k, v in sorted(commit.metadata.items()):
+        console.print(f"  {k}: {v}")
+    table = Table(title="objects")
+    table.add_column("path")
+    table.add_column("bytes", justify="right")
+    for o in objects:
+        table.add_row(o.path, f"{o.size:,}")
+    console.print(table)
+    if counts:
+        st = Table(title="splits")
+        for col in ("split", "examples", "authors", "positive rate"):
+            st.add_column(col)
+        for s, c in counts.items():
+            st.add_row(s, str(c["examples"]), str(c["authors"]), f"{c['positive_rate']:.3f}")
+        console.print(st)
+
+
+@app.command("diff")
+def datasets_diff(
+    ref_a: Annotated[str, typer.Argument(help="Older ref.")],
+    ref_b: Annotated[str, typer.Argument(help="Newer ref.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Changed objects between two versions, with example counts on each side."""
+    from my_data_platform.core import datasets as D
+    from my_data_platform.core.versioning import ObjectNotFoundError, VersioningError
+
+    vs = version_store()
+
+    def count(ref: str) -> int | None:
+        try:
+            return D.read_examples(vs.get_object(ref, D.EXAMPLES)).height
+        except ObjectNotFoundError:
+            return None
+
+    try:
+        changes = vs.diff(ref_a, ref_b)
+        counts = {ref_a: count(ref_a), ref_b: count(ref_b)}
+    except VersioningError as exc:
+        fail(str(exc))
+    if format == "json":
+        out = {"changes": [{"path": c.path, "type": c.type} for c in changes], "examples": counts}
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    for c in changes:
+        console.print(f"{c.type:>8}  {c.path}")
+    console.print(f"{len(changes)} changed object(s); examples: {counts[ref_a]} -> {counts[ref_b]}")
