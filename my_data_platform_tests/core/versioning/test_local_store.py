@@ -118,6 +118,8 @@ def test_kill_9_mid_commit_leaves_a_consistent_readable_store(tmp_path: Path) ->
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
 
         assert store.check_consistency() == []
         last = _assert_committed_state_is_complete(store, store.branch_head("main"))
