@@ -230,6 +230,28 @@ def test_the_data_path_is_writable_to_duckdb_so_the_allow_list_is_what_stops_cop
     target.unlink()
 
 
+def test_maintenance_writes_files_even_on_a_read_only_attach(tmp_path: Path) -> None:
+    """A fact of DuckDB 1.5.5 worth a test: ``ducklake_merge_adjacent_files`` on a READ_ONLY
+    attach writes its merged Parquet file into the data path before its commit fails, so the
+    table-function allow-list is what stops it."""
+    location = WarehouseLocation(f"sqlite:{tmp_path / 'catalog.sqlite'}", f"{tmp_path}/data/")
+    conn = connect(location, threads=1)
+    conn.execute("CREATE SCHEMA w")
+    conn.execute("CREATE TABLE w.t (i INTEGER)")
+    for _ in range(4):
+        conn.execute("INSERT INTO w.t SELECT * FROM range(100)")
+    conn.close()
+    files = set((tmp_path / "data").rglob("*.parquet"))
+    merge = "SELECT * FROM ducklake_merge_adjacent_files('mdp')"
+    with open_analyst_session(location.catalog, location.data_path) as s:
+        with pytest.raises(QueryRefused, match="ducklake_merge_adjacent_files"):
+            s.run(merge)
+        assert set((tmp_path / "data").rglob("*.parquet")) == files
+        with pytest.raises(duckdb.Error, match="commit"):
+            s._conn.execute(merge).fetchall()
+    assert len(set((tmp_path / "data").rglob("*.parquet")) - files) == 1
+
+
 def test_settings_are_as_configured_and_locked(session: AnalystSession, world: World) -> None:
     rows = dict(
         session._conn.execute(
