@@ -390,3 +390,51 @@ def test_a_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="has not been built yet"):
         open_analyst_session(f"sqlite:{tmp_path / 'none.sqlite'}", f"{tmp_path}/data/")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_s3_warehouse_is_read_with_the_analysts_key_and_nothing_else(
+    s3_server: str, world: World
+) -> None:
+    """Over moto's S3 server: the pipeline writes with its key, the analysts read with theirs,
+    and an object beside the warehouse prefix stays out of reach."""
+    import boto3
+
+    bucket = "mdp-sandbox"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="pipeline",
+        aws_secret_access_key="pipeline-secret",
+    )
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="other/secret.txt", Body=HOST_SECRET.encode())
+    endpoint = s3_server.removeprefix("http://")
+    location = WarehouseLocation(
+        f"sqlite:{world.root / 's3catalog' / 'catalog.sqlite'}", f"s3://{bucket}/wh/"
+    )
+    # The pipeline's key, as a secret of the same shape (S3ReadCredentials only builds it).
+    pipeline = S3ReadCredentials("pipeline", "pipeline-secret", endpoint=endpoint, use_ssl=False)
+    conn = connect(location, threads=1)
+    conn.execute(pipeline.secret_sql(f"s3://{bucket}/"))
+    conn.execute("CREATE SCHEMA warehouse")
+    conn.execute("CREATE TABLE warehouse.t AS SELECT range AS i FROM range(1000)")
+    conn.close()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="wh/")["Contents"]
+    assert any(o["Key"].endswith(".parquet") for o in listed)
+
+    analyst = S3ReadCredentials("analyst", "analyst-secret", endpoint=endpoint, use_ssl=False)
+    with open_analyst_session(location.catalog, location.data_path, read_credentials=analyst) as s:
+        assert s.run("SELECT count(*), sum(i) FROM warehouse.t")[1] == [(1000, 499500)]
+        secrets = s._conn.execute("SELECT name, secret_string FROM duckdb_secrets()").fetchall()
+        assert [n for n, _ in secrets] == ["mdp_analyst_s3"]
+        assert "key_id=analyst" in secrets[0][1] and "pipeline" not in secrets[0][1]
+        with pytest.raises(QueryRefused):
+            s.run(f"SELECT * FROM read_text('s3://{bucket}/other/secret.txt')")
+        with pytest.raises(duckdb.PermissionException):
+            s._conn.execute(f"SELECT * FROM read_text('s3://{bucket}/other/secret.txt')").fetchall()
+        with pytest.raises(duckdb.Error):
+            s._conn.execute(f"COPY (SELECT 1) TO 's3://{bucket}/other/x.csv'")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "other/x.csv" not in keys
