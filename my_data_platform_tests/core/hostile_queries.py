@@ -1,0 +1,91 @@
+"""Queries a hostile analyst would try against the sandbox, as templates.
+
+Placeholders: ``{host_file}`` a file outside the warehouse, ``{canary_dir}`` a folder outside it,
+``{data}`` the warehouse data path, ``{catalog}`` the catalog file, ``{other_db}`` another
+SQLite database (the OLTP's stand-in), ``{url}`` a local HTTP listener.
+"""
+
+from __future__ import annotations
+
+HOSTILE_QUERIES: dict[str, str] = {
+    # Writing files
+    "copy_to_outside": "COPY (SELECT 1 AS x) TO '{canary_dir}/out.csv'",
+    "copy_over_lake_file": "COPY (SELECT * FROM warehouse.events) TO '{data}warehouse/x.parquet'",
+    "explain_analyze_copy": "EXPLAIN ANALYZE COPY (SELECT 1) TO '{data}evil.parquet'",
+    "explain_copy": "EXPLAIN COPY (SELECT 1) TO '{canary_dir}/out.csv'",
+    "commented_explain_copy": "/* hi */ explain -- x\n analyze COPY (SELECT 1) TO '{data}e.csv'",
+    "explain_with_options": "EXPLAIN (FORMAT json) COPY (SELECT 1) TO '{data}e.csv'",
+    "explain_explain": "EXPLAIN EXPLAIN ANALYZE COPY (SELECT 1) TO '{data}e.csv'",
+    "export_database": "EXPORT DATABASE '{canary_dir}/dump'",
+    "checkpoint_fn": "SELECT * FROM checkpoint()",
+    # Reading host files and other databases
+    "read_text_host": "SELECT * FROM read_text('{host_file}')",
+    "read_blob_catalog": "SELECT * FROM read_blob('{catalog}')",
+    "read_csv_host": "SELECT * FROM read_csv('{host_file}', header = false)",
+    "read_csv_auto_case": "select * from READ_CSV_AUTO('{host_file}')",
+    "read_parquet_lake": "SELECT * FROM read_parquet('{data}**/*.parquet')",
+    "replacement_scan_file": "SELECT * FROM '{host_file}'",
+    "glob_host": "SELECT * FROM glob('{canary_dir}/*')",
+    "lateral_read_text": "SELECT t.* FROM range(1) r, LATERAL read_text('{host_file}') t",
+    "subquery_read_text": "SELECT (SELECT content FROM read_text('{host_file}')) AS c",
+    "cte_read_text": "WITH h AS (SELECT * FROM read_text('{host_file}')) SELECT * FROM h",
+    "union_read_text": "SELECT 'a' UNION ALL SELECT content FROM read_text('{host_file}')",
+    "describe_read_text": "DESCRIBE SELECT * FROM read_text('{host_file}')",
+    "summarize_read_csv": "SUMMARIZE SELECT * FROM read_csv('{host_file}')",
+    "sqlite_scan_other": "SELECT * FROM sqlite_scan('{other_db}', 'secrets')",
+    "sqlite_attach_other": "CALL sqlite_attach('{other_db}')",
+    "query_string": "SELECT * FROM query('SELECT * FROM read_text(''{host_file}'')')",
+    "serialized_sql": "SELECT * FROM json_execute_serialized_sql('{{}}')",
+    "read_text_list": "SELECT * FROM read_text(['{host_file}'])",
+    "query_table_file": "SELECT * FROM query_table('{host_file}')",
+    "metadata_catalog": "SELECT * FROM __ducklake_metadata_mdp.ducklake_metadata",
+    # The network and extensions
+    "read_text_http": "SELECT * FROM read_text('{url}')",
+    "read_csv_http": "SELECT * FROM read_csv('{url}data.csv')",
+    "postgres_scan": "SELECT * FROM postgres_scan('host=127.0.0.1 port=1', 'public', 't')",
+    "load_httpfs": "LOAD httpfs",
+    "install_httpfs": "INSTALL httpfs",
+    "load_then_fetch": "LOAD httpfs; SELECT * FROM read_text('{url}')",
+    # Configuration and other databases
+    "set_external_access": "SET enable_external_access = true",
+    "reset_memory": "RESET memory_limit",
+    "pragma_threads": "PRAGMA threads = 64",
+    "pragma_version": "PRAGMA version",
+    "attach_other": "ATTACH '{other_db}' AS other (TYPE sqlite)",
+    "attach_new_file": "ATTACH '{data}new.duckdb' AS n",
+    "detach": "DETACH mdp",
+    "use_memory": "USE memory",
+    "create_secret": "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
+    # Writing the warehouse
+    "create_table": "CREATE TABLE warehouse.evil AS SELECT 1 AS x",
+    "insert": "INSERT INTO warehouse.events VALUES (99, 'evil')",
+    "update": "UPDATE warehouse.events SET name = 'evil'",
+    "delete": "DELETE FROM warehouse.events",
+    "drop": "DROP TABLE warehouse.events",
+    "cte_insert": "WITH x AS (SELECT 1) INSERT INTO warehouse.events SELECT 1, 'evil' FROM x",
+    "create_macro": "CREATE MACRO r(p) AS TABLE SELECT * FROM read_text(p)",
+    "call_merge": "CALL ducklake_merge_adjacent_files('mdp')",
+    "select_merge": "SELECT * FROM ducklake_merge_adjacent_files('mdp')",
+    "expire_snapshots": "CALL ducklake_expire_snapshots('mdp', older_than => now())",
+    "orphan_files": "SELECT * FROM ducklake_delete_orphaned_files('mdp', cleanup_all => true)",
+    "flush_inlined": "SELECT * FROM ducklake_flush_inlined_data('mdp')",
+    "transaction": "BEGIN TRANSACTION",
+    # Hidden statements, comments and case tricks
+    "after_semicolon": "SELECT 1; COPY (SELECT 1) TO '{canary_dir}/x.csv'",
+    "after_semicolon_comment": "SELECT 1 /* ; */; -- x\nDROP TABLE warehouse.events",
+    "string_with_semicolon": "SELECT ';'; CREATE TABLE warehouse.t2 (x INT)",
+    "mixed_case_copy": "CoPy (SELECT 1) tO '{canary_dir}/x.csv'",
+    "quoted_function": "SELECT * FROM \"Read_Text\"('{host_file}')",
+    "qualified_function": "SELECT * FROM system.main.read_text('{host_file}')",
+    # Leaks of the connection string, settings and secrets
+    "duckdb_databases_fn": "SELECT * FROM duckdb_databases()",
+    "duckdb_databases_view": "SELECT path FROM duckdb_databases",
+    "pragma_database_list": "SELECT * FROM pragma_database_list",
+    "duckdb_settings": "SELECT * FROM duckdb_settings()",
+    "pg_settings": "SELECT * FROM pg_catalog.pg_settings",
+    "current_setting": "SELECT current_setting('allowed_paths')",
+    "duckdb_secrets": "SELECT * FROM duckdb_secrets()",
+    "which_secret": "SELECT * FROM which_secret('s3://bucket/x', 's3')",
+    "ducklake_settings": "SELECT * FROM ducklake_settings('mdp')",
+    "duckdb_extensions": "SELECT * FROM duckdb_extensions()",
+}
