@@ -1,7 +1,7 @@
-"""Sensors on the landing prefixes, and the sensor that evaluates declarative automation.
+"""Sensors on the landing prefixes: landing files become runs of the lake assets.
 
-Landing files become runs of the lake assets; the lake's eager downstream (warehouse, features)
-follows through ``AutomationCondition`` (policy applied in ``definitions.py``).
+The lake's eager downstream (warehouse, features) follows through ``AutomationCondition``
+(the policy, and the sensor that evaluates it, are in ``definitions.py``).
 
 How a landing tick stays cheap on a large prefix, and still sees rewrites:
 
@@ -39,7 +39,7 @@ import dagster as dg
 
 from my_data_platform.core.images import IMAGE_SUFFIXES
 from my_data_platform.core.objectstore import ObjectInfo, ObjectStore
-from my_data_platform.defs.lake.assets import (
+from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
     EVENTS_QUARANTINE_KEY,
     PHOTOS_KEY,
@@ -57,16 +57,12 @@ CURSOR_VERSION = 1
 DEFAULT_RECENT_DAYS = 3
 DEFAULT_FULL_RESCAN_SECONDS = 6 * 3600
 
-EAGER_GROUPS = ("warehouse", "features")
-"""Asset groups refreshed by declarative automation (policy applied in ``definitions.py``).
-``datasets`` and everything after it is built by the nightly job instead."""
-
 
 # --- pure planning (no Dagster) -------------------------------------------------------------
 
 
 digest = landing_digest
-"""The fingerprint of a set of landed files (see ``lake.assets.landing_digest``)."""
+"""The fingerprint of a set of landed files (see ``lake.objects.landing_digest``)."""
 
 
 @dataclass
@@ -333,14 +329,3 @@ def build_landing_photos_sensor(
 
 landing_events_sensor = build_landing_events_sensor()
 landing_photos_sensor = build_landing_photos_sensor()
-
-eager_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "eager_automation_sensor",
-    target=dg.AssetSelection.groups(*EAGER_GROUPS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "Evaluates the warehouse and features assets' automation conditions, so they refresh "
-        "after the lake changes."
-    ),
-)
