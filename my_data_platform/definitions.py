@@ -1,15 +1,9 @@
-"""The code location: every definition under ``defs/``, plus project-wide policies.
+"""The code location: every definition under ``defs/``, plus the project-wide policies.
 
-Kept thin on purpose. ``dagster dev`` (via pyproject's ``[tool.dg]``/``[tool.dagster]``),
-``workspace.yaml`` and ``mdp`` all load this module, so every entry point sees the same graph.
-
-Policies applied here, in one place:
-
-* **Declarative automation**: the warehouse and features groups are eager (refresh when a
-  parent updates, once per change, never while a parent is still running, and not after a
-  parent's blocking check failed). External sources are ignored by it. The lake is run by
-  the landing sensors (``defs/automation/sensors.py``); ``datasets/`` and after by the
-  nightly schedule.
+``dagster dev`` (pyproject's ``[tool.dg]``/``[tool.dagster]``), ``workspace.yaml`` and ``mdp``
+all load this module, so every entry point sees the same graph. Policy, in one place:
+declarative automation makes the ``EAGER_GROUPS`` refresh when a parent updates, and the
+``eager_automation_sensor`` evaluates it (docs/configuration.md tells the whole schedule).
 """
 
 import warnings
@@ -18,7 +12,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from my_data_platform.defs.automation.sensors import EAGER_GROUPS
+EAGER_GROUPS = ("warehouse", "features")
+"""Asset groups refreshed by declarative automation. The lake is run by the landing sensors;
+``datasets`` and everything after it by the nightly schedule."""
+
+eager_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "eager_automation_sensor",
+    target=dg.AssetSelection.groups(*EAGER_GROUPS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Evaluates the warehouse and features assets' automation conditions, so they refresh "
+        "after the lake changes."
+    ),
+)
 
 
 def eager_condition(external: Sequence[dg.AssetKey]) -> dg.AutomationCondition:
@@ -35,7 +42,9 @@ def eager_condition(external: Sequence[dg.AssetKey]) -> dg.AutomationCondition:
 @dg.definitions
 def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    return apply_policies(loaded)
+    return dg.Definitions.merge(
+        apply_policies(loaded), dg.Definitions(sensors=[eager_automation_sensor])
+    )
 
 
 def apply_policies(defs: dg.Definitions) -> dg.Definitions:

@@ -21,7 +21,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from my_data_platform.defs.lake.assets import list_landed_days
+from my_data_platform.defs.lake.objects import list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.partitions import event_days
 
@@ -51,13 +51,11 @@ def write_instance_config(home: Path) -> Path:
 
 def get_instance() -> dg.DagsterInstance:
     """The persistent instance under ``$DAGSTER_HOME`` (configured by our dagster.yaml)."""
-    import os
-
-    from my_data_platform.settings import get_settings
+    from my_data_platform.settings import configure_dagster_home, get_settings
 
     home = get_settings().dagster_home
     write_instance_config(home)
-    os.environ["DAGSTER_HOME"] = str(home)
+    configure_dagster_home(home)
     return dg.DagsterInstance.get()
 
 

@@ -1,22 +1,36 @@
-"""The one place configuration is read.
+"""The one place configuration is read, and the only module that touches the environment.
 
-Everything is read lazily through :func:`get_settings`, never at import time, so tests and the
-CLI can point the platform at another data dir by setting environment variables before the
-first call (and calling :func:`reset_settings`). Values come from the process environment,
-then from a ``.env`` file in the working directory; ``.env.example`` documents every name.
-Secrets (S3 keys, lakeFS secrets) are never stored here: resources read them through
-``dg.EnvVar`` so they stay out of logs and asset metadata.
+Read lazily by :func:`get_settings` (never at import time), from the process environment and
+then a ``.env`` file in the working directory. ``.env.example`` lists every variable;
+docs/configuration.md explains how values and secrets reach resources.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 ObjectStoreKind = Literal["local", "s3"]
+VersioningKind = Literal["local", "lakefs"]
+
+SECRET_VARS = (
+    "MDP_OLTP_URL",
+    "MDP_WAREHOUSE_CATALOG",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "LAKEFS_ACCESS_KEY_ID",
+    "LAKEFS_SECRET_ACCESS_KEY",
+    "MDP_FIFTYONE_DATABASE_URI",
+    "MDP_ALERT_WEBHOOK_URL",
+)
+"""Variables that may hold a password or a token: resources get them as ``dg.EnvVar``s."""
 
 
 class SettingsError(ValueError):
@@ -46,6 +60,15 @@ class Settings:
     label_window_hours: int
     label_min_engagement: int | None
     prediction_delay_hours: float
+    versioning: VersioningKind
+    lakefs_endpoint: str | None
+    lakefs_repository: str
+    lakefs_storage_namespace: str | None
+    fiftyone_database_name: str | None
+    schedule_timezone: str
+    nightly_cron: str
+    mongod_debug: bool
+    secrets_set: frozenset[str]
 
     @property
     def lake_root(self) -> Path:
@@ -60,6 +83,21 @@ class Settings:
     @property
     def alerts_dir(self) -> Path:
         return self.data_dir / "alerts"
+
+    @property
+    def fiftyone_database_uri_is_set(self) -> bool:
+        return "MDP_FIFTYONE_DATABASE_URI" in self.secrets_set
+
+    def secret(self, name: str, default: str | None = None) -> str | dg.EnvVar | None:
+        """``dg.EnvVar(name)`` when the variable is set, else ``default`` (which holds no
+        secret): a resource configured with it never shows the secret in the UI or logs."""
+        if name not in SECRET_VARS:
+            raise SettingsError(f"{name} is not one of the secret variables {SECRET_VARS}")
+        if name not in self.secrets_set:
+            return default
+        import dagster as dg
+
+        return dg.EnvVar(name)
 
 
 def _float(name: str, default: float | None) -> float | None:
@@ -84,6 +122,40 @@ def _int(name: str, default: int | None) -> int | None:
     return int(value)
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be {_one_of(allowed)}, got {value!r}")
+    return value
+
+
+def _one_of(allowed: tuple[str, ...]) -> str:
+    quoted = [repr(a) for a in allowed]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _timezone(name: str) -> str:
+    value = _env(name, "UTC") or "UTC"
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name} must be an IANA time zone, got {value!r}") from None
+    return value
+
+
+def _cron(name: str, default: str) -> str:
+    """Five fields (Dagster checks each when it builds the schedule)."""
+    value = _env(name, default) or default
+    if len(value.split()) != 5:
+        raise SettingsError(f"{name} must be a five-field cron expression, got {value!r}")
+    return value
+
+
+def _flag(name: str) -> bool:
+    value = _env(name)
+    return value is not None and value.lower() not in ("0", "false")
+
+
 def _load_dotenv() -> None:
     try:
         from dotenv import load_dotenv
@@ -96,10 +168,9 @@ def _load_dotenv() -> None:
 def get_settings() -> Settings:
     """Read the settings once per process (call :func:`reset_settings` after changing env)."""
     _load_dotenv()
+    configure_libraries()
     data_dir = Path(_env("MDP_DATA_DIR", "./data") or "./data").expanduser().resolve()
-    kind = (_env("MDP_OBJECT_STORE", "local") or "local").lower()
-    if kind not in ("local", "s3"):
-        raise SettingsError(f"MDP_OBJECT_STORE must be 'local' or 's3', got {kind!r}")
+    kind = _choice("MDP_OBJECT_STORE", "local", ("local", "s3"))
     bucket = _env("MDP_S3_BUCKET")
     if kind == "s3" and not bucket:
         raise SettingsError("MDP_OBJECT_STORE=s3 needs MDP_S3_BUCKET")
@@ -120,20 +191,53 @@ def get_settings() -> Settings:
         warehouse_catalog=catalog,
         warehouse_data_path=_env("MDP_WAREHOUSE_DATA_PATH"),
         dagster_home=Path(_env("DAGSTER_HOME") or str(data_dir / "dagster_home")).resolve(),
-        feature_engine=_engine(),
+        feature_engine=_choice("MDP_FEATURE_ENGINE", "auto", ("auto", "cpu", "gpu")),
         label_window_hours=_int("MDP_LABEL_WINDOW_HOURS", 24) or 24,
         label_min_engagement=_int("MDP_LABEL_MIN_ENGAGEMENT", None),
         prediction_delay_hours=_float("MDP_PREDICTION_DELAY_HOURS", 1.0) or 0.0,
+        versioning=_choice("MDP_VERSIONING", "local", ("local", "lakefs")),  # type: ignore[arg-type]
+        lakefs_endpoint=_env("LAKEFS_ENDPOINT"),
+        lakefs_repository=_env("MDP_LAKEFS_REPOSITORY", "datasets") or "datasets",
+        lakefs_storage_namespace=_env("MDP_LAKEFS_STORAGE_NAMESPACE"),
+        fiftyone_database_name=_env("MDP_FIFTYONE_DATABASE_NAME"),
+        schedule_timezone=_timezone("MDP_SCHEDULE_TIMEZONE"),
+        nightly_cron=_cron("MDP_NIGHTLY_CRON", "0 2 * * *"),
+        mongod_debug=_flag("MDP_MONGOD_DEBUG"),
+        secrets_set=frozenset(n for n in SECRET_VARS if _env(n) is not None),
     )
-
-
-def _engine() -> str:
-    engine = (_env("MDP_FEATURE_ENGINE", "auto") or "auto").lower()
-    if engine not in ("auto", "cpu", "gpu"):
-        raise SettingsError(f"MDP_FEATURE_ENGINE must be auto, cpu or gpu, got {engine!r}")
-    return engine
 
 
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment between cases)."""
     get_settings.cache_clear()
+
+
+# --- the environment that configures libraries -------------------------------------------------
+
+
+def configure_libraries() -> None:
+    """Hugging Face never reaches the network (models load from local folders; an accidental
+    Hub lookup fails fast instead of hanging), and FiftyOne sends no usage data."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+
+
+def configure_fiftyone(database_uri: str, database_name: str, *, validate: bool) -> None:
+    """Point FiftyOne at a database; it reads these variables when it is first imported.
+
+    ``validate=False`` for the bundled mongod (the known 6.0.5 build; FiftyOne's version check
+    would only warn about it on every connection). A production URI keeps the check.
+    """
+    os.environ["FIFTYONE_DATABASE_URI"] = database_uri
+    os.environ["FIFTYONE_DATABASE_NAME"] = database_name
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    if not validate:
+        os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    # set by FiftyOne when it started its own mongod; it would override our URI's port
+    os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
+
+
+def configure_dagster_home(home: Path) -> None:
+    """Make ``home`` the instance ``dg.DagsterInstance.get()`` opens (it reads DAGSTER_HOME)."""
+    os.environ["DAGSTER_HOME"] = str(home)

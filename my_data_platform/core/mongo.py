@@ -190,10 +190,10 @@ def _forked_pid(stdout: str, db_dir: Path) -> int | None:
     return None
 
 
-def _spawn_supervisor(db_dir: Path, idle_timeout_s: float) -> int:
+def _spawn_supervisor(db_dir: Path, idle_timeout_s: float, debug: bool) -> int:
     proc = subprocess.Popen(
         [sys.executable, "-m", "my_data_platform.core.mongo", "supervise", str(db_dir),
-         str(idle_timeout_s)],
+         str(idle_timeout_s), *(["--debug"] if debug else [])],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )  # fmt: skip
@@ -206,11 +206,13 @@ def ensure_mongod(
     *,
     idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S,
     cache_gb: float = 0.25,
+    debug: bool = False,
 ) -> str:
     """The URI of the ``mongod`` that serves ``db_dir``, started if none does.
 
     Safe to call from many processes at once: one starts it, the others wait on the lock and
-    reuse it. ``idle_timeout_s=None`` keeps it running until :func:`stop_mongod`.
+    reuse it. ``idle_timeout_s=None`` keeps it running until :func:`stop_mongod`. ``debug``
+    makes its idle supervisor log every poll (``supervisor.log`` in ``db_dir``).
     """
     db_dir = Path(db_dir).resolve()
     with _locked(db_dir):
@@ -218,7 +220,7 @@ def ensure_mongod(
         state = _read_state(db_dir)
         if state and _serves(state["uri"], db_dir / "data"):
             if idle_timeout_s is not None and not _pid_alive(state.get("supervisor_pid")):
-                state["supervisor_pid"] = _spawn_supervisor(db_dir, idle_timeout_s)
+                state["supervisor_pid"] = _spawn_supervisor(db_dir, idle_timeout_s, debug)
                 _write_state(db_dir, state)
             return state["uri"]
         if state and _pid_alive(state.get("pid")):
@@ -226,7 +228,7 @@ def ensure_mongod(
             _terminate(state["pid"], timeout_s=20)
         state = _start(db_dir, port, cache_gb)
         if idle_timeout_s is not None:
-            state["supervisor_pid"] = _spawn_supervisor(db_dir, idle_timeout_s)
+            state["supervisor_pid"] = _spawn_supervisor(db_dir, idle_timeout_s, debug)
         _write_state(db_dir, state)
         return state["uri"]
 
@@ -359,18 +361,21 @@ def _mtime(path: Path) -> float:
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "supervise":
+    debug = argv[3:] == ["--debug"]
+    if len(argv) in (3, 4) and argv[0] == "supervise" and (len(argv) == 3 or debug):
         logging.basicConfig(
             filename=Path(argv[1]) / "supervisor.log",
             level=logging.INFO,
             format="%(asctime)s %(process)d %(message)s",
         )
-        if os.environ.get("MDP_MONGOD_DEBUG"):
+        if debug:
             logger.setLevel(logging.DEBUG)
         with contextlib.suppress(KeyboardInterrupt):
             supervise(Path(argv[1]), float(argv[2]))
         return 0
-    sys.stderr.write("usage: python -m my_data_platform.core.mongo supervise DB_DIR IDLE_S\n")
+    sys.stderr.write(
+        "usage: python -m my_data_platform.core.mongo supervise DB_DIR IDLE_S [--debug]\n"
+    )
     return 2
 
 

@@ -58,6 +58,21 @@ def read_table(url: str, table: str, columns: list[str]) -> pl.DataFrame:
         return pl.read_database(query, connection=conn, infer_schema_length=None)
 
 
+def as_utc(df: pl.DataFrame, *cols: str) -> pl.DataFrame:
+    """``cols`` as UTC datetimes: SQLite hands timestamps back naive (or as text); they are
+    UTC by contract."""
+    out = []
+    for c in cols:
+        dtype = df.schema[c]
+        if dtype == pl.String:
+            out.append(pl.col(c).str.to_datetime(time_zone="UTC"))
+        elif isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            out.append(pl.col(c).dt.replace_time_zone("UTC"))
+        elif isinstance(dtype, pl.Datetime):
+            out.append(pl.col(c).dt.convert_time_zone("UTC"))
+    return df.with_columns(out) if out else df
+
+
 def read_ids(url: str, table: str, column: str) -> np.ndarray:
     """One integer column (an id) as int64, fetched through the raw driver cursor: several
     times faster than building a DataFrame row by row, for the id sets the lake checks."""

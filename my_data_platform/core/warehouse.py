@@ -81,21 +81,6 @@ class WarehouseLocation:
         return self.catalog_file is None or self.catalog_file.is_file()
 
 
-def location_from_settings() -> WarehouseLocation:
-    """The configured location; data files default to ``warehouse/`` in the object store."""
-    from my_data_platform.settings import get_settings
-
-    s = get_settings()
-    if s.warehouse_data_path:
-        data_path = s.warehouse_data_path
-    elif s.object_store == "s3":
-        prefix = f"{s.s3_prefix}/" if s.s3_prefix else ""
-        data_path = f"s3://{s.s3_bucket}/{prefix}warehouse/"
-    else:
-        data_path = str(s.lake_root / "warehouse") + "/"
-    return WarehouseLocation(catalog=s.warehouse_catalog, data_path=data_path)
-
-
 def _load_extensions(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> None:
     load_extension(conn, "ducklake")
     if location.kind in ("sqlite", "postgres"):

@@ -21,6 +21,7 @@ import pytest
 
 from my_data_platform.core import warehouse as wh
 from my_data_platform.defs.lake.resources import object_store_from_settings
+from my_data_platform.defs.warehouse.location import location_from_settings
 from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
 from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
@@ -69,12 +70,12 @@ def _landed_lines_by_day() -> dict[str, int]:
 
 def _query(sql: str) -> list[tuple]:
     store = object_store_from_settings()
-    return wh.run_analyst_query(wh.location_from_settings(), sql, store)[1]
+    return wh.run_analyst_query(location_from_settings(), sql, store)[1]
 
 
 def _snapshot() -> dict[str, pl.DataFrame]:
     store = object_store_from_settings()
-    conn = wh.analyst_connection(wh.location_from_settings(), store)
+    conn = wh.analyst_connection(location_from_settings(), store)
     try:
         return {
             t: pl.from_arrow(conn.execute(f"SELECT * FROM warehouse.{t}").fetch_arrow_table()).sort(
@@ -211,7 +212,8 @@ READER = textwrap.dedent(
     import json, pathlib, sys, time
     from my_data_platform.core import warehouse as wh
     from my_data_platform.defs.lake.resources import object_store_from_settings
-    loc = wh.location_from_settings()
+    from my_data_platform.defs.warehouse.location import location_from_settings
+    loc = location_from_settings()
     store = object_store_from_settings()
     out, errors = [], []
     stop = pathlib.Path(sys.argv[1])

@@ -1,32 +1,24 @@
 """Run-failure alerts: a structured record in the log, a JSON line on disk, an optional webhook.
 
 The JSONL file (``$MDP_DATA_DIR/alerts/alerts.jsonl``) is the durable record a person or a
-pager integration can tail; the webhook (``MDP_ALERT_WEBHOOK_URL``, e.g. a Slack incoming
-webhook) is best effort: a slow or failing endpoint never fails the sensor, and the URL is
-never logged because it usually embeds a token.
+pager integration can tail; the webhook (``AlertsResource.webhook_url``) is best effort: a slow
+or failing endpoint never fails the sensor, and the URL is never logged.
 """
 
 import datetime as dt
 import json
 import logging
-import os
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-WEBHOOK_ENV = "MDP_ALERT_WEBHOOK_URL"
+from my_data_platform.defs.automation.resources import AlertsResource
+
 WEBHOOK_TIMEOUT_S = 5.0
-ALERTS_FILE = "alerts.jsonl"
 
 logger = logging.getLogger(__name__)
-
-
-def alerts_path() -> Path:
-    from my_data_platform.settings import get_settings
-
-    return get_settings().alerts_dir / ALERTS_FILE
 
 
 def build_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
@@ -86,12 +78,11 @@ def post_webhook(alert: dict[str, Any], url: str, timeout: float = WEBHOOK_TIMEO
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Writes a structured alert for every failed run (log, JSONL file, webhook).",
 )
-def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
     alert = build_alert(context)
-    path = alerts_path()
-    append_alert(alert, path)
+    append_alert(alert, alerts.path())
     context.log.error("run failure alert: %s", json.dumps(alert, default=str))
-    url = os.environ.get(WEBHOOK_ENV, "").strip()
+    url = (alerts.webhook_url or "").strip()
     if url:
         ok = post_webhook(alert, url)
         context.log.info("alert webhook %s", "delivered" if ok else "not delivered")

@@ -5,30 +5,13 @@ trained from, so we cut one a night, not one per landed file. The schedule skips
 reason shown in the UI) when nothing the dataset reads has changed since its last build.
 """
 
-import os
-import zoneinfo
-
 import dagster as dg
 
 from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
 from my_data_platform.defs.datasets.assets import UPSTREAM as DATASET_UPSTREAM
 
-TIMEZONE_ENV = "MDP_SCHEDULE_TIMEZONE"
-CRON_ENV = "MDP_NIGHTLY_CRON"
-DEFAULT_CRON = "0 2 * * *"
-
 NIGHTLY_SELECTION = dg.AssetSelection.assets(DATASET_KEY).downstream()
 """The dataset and everything built from it (exploration, training) as they are added."""
-
-
-def schedule_timezone() -> str:
-    """``MDP_SCHEDULE_TIMEZONE`` (an IANA name), read when the code location loads."""
-    name = (os.environ.get(TIMEZONE_ENV) or "UTC").strip() or "UTC"
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{TIMEZONE_ENV} must be an IANA time zone, got {name!r}") from None
-    return name
 
 
 def upstream_changes(instance: dg.DagsterInstance) -> list[str]:
@@ -70,11 +53,16 @@ nightly_dataset_job = dg.define_asset_job(
 
 @dg.definitions
 def nightly() -> dg.Definitions:
+    """``MDP_NIGHTLY_CRON`` in ``MDP_SCHEDULE_TIMEZONE``, read when the code location loads."""
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+
     @dg.schedule(
         name="nightly_dataset_schedule",
         job=nightly_dataset_job,
-        cron_schedule=os.environ.get(CRON_ENV) or DEFAULT_CRON,
-        execution_timezone=schedule_timezone(),
+        cron_schedule=s.nightly_cron,
+        execution_timezone=s.schedule_timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Nightly dataset build; skips when nothing upstream changed.",
     )

@@ -1,32 +1,10 @@
-"""Sensors on the landing prefixes, and the sensor that evaluates declarative automation.
+"""Sensors on the landing prefixes: landing files become runs of the lake assets.
 
-Landing files become runs of the lake assets; the lake's eager downstream (warehouse, features)
-follows through ``AutomationCondition`` (policy applied in ``definitions.py``).
+The lake's eager downstream (warehouse, features) follows through ``AutomationCondition``
+(the policy, and the sensor that evaluates it, are in ``definitions.py``).
 
-How a landing tick stays cheap on a large prefix, and still sees rewrites:
-
-* **New keys** are found with ``store.list(prefix, start_after=cursor.last_key)`` (S3
-  ``StartAfter``): a tick never walks what it has already seen.
-* **Rewritten and late files** sort *before* ``last_key``, so that listing misses them. Each tick
-  therefore also re-lists the ``recent_days`` most recent day folders and compares a per-day
-  digest (an XOR of ``sha1(key, etag)`` over the day's files) with the one in the cursor.
-* **Older days** (outside that window) and days that land out of order are caught by a full
-  re-scan every ``full_rescan_seconds``. Between full scans, a file rewritten in an old day
-  waits for that scan (or ``mdp run`` / a manual materialization of the day).
-
-Trade-off: per-tick cost is (new files + files in the last ``recent_days`` days) instead of the
-whole prefix; the cursor grows by one ~30-byte digest per landed day (no per-file state).
-
-The ``run_key`` of a day is its digest: built from every file key and etag of the day, so the
-same set of files is never processed twice (even if the cursor is lost), and a rewritten or
-late file changes the digest and runs the day again. New files for one day give one run.
-
-**First tick** (no cursor: a new instance, or the sensor just enabled): every landed day looks
-new, but days that ``mdp run``, the UI or a backfill already loaded are not. A day whose
-``lake/events`` partition is materialized is skipped, unless that materialization recorded a
-different landing digest (files landed or changed since it was loaded). The cursor still
-records every day, so later ticks behave as above. Likewise the photo sensor's first tick
-runs lake/photos only if the landed image set differs from the one it was last built from.
+A tick lists only new keys and the most recent days, with a full re-scan now and then; a
+day's run key is the digest of its files. docs/configuration.md explains the trade-offs.
 """
 
 import json
@@ -39,7 +17,7 @@ import dagster as dg
 
 from my_data_platform.core.images import IMAGE_SUFFIXES
 from my_data_platform.core.objectstore import ObjectInfo, ObjectStore
-from my_data_platform.defs.lake.assets import (
+from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
     EVENTS_QUARANTINE_KEY,
     PHOTOS_KEY,
@@ -57,16 +35,12 @@ CURSOR_VERSION = 1
 DEFAULT_RECENT_DAYS = 3
 DEFAULT_FULL_RESCAN_SECONDS = 6 * 3600
 
-EAGER_GROUPS = ("warehouse", "features")
-"""Asset groups refreshed by declarative automation (policy applied in ``definitions.py``).
-``datasets`` and everything after it is built by the nightly job instead."""
-
 
 # --- pure planning (no Dagster) -------------------------------------------------------------
 
 
 digest = landing_digest
-"""The fingerprint of a set of landed files (see ``lake.assets.landing_digest``)."""
+"""The fingerprint of a set of landed files (see ``lake.objects.landing_digest``)."""
 
 
 @dataclass
@@ -333,14 +307,3 @@ def build_landing_photos_sensor(
 
 landing_events_sensor = build_landing_events_sensor()
 landing_photos_sensor = build_landing_photos_sensor()
-
-eager_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "eager_automation_sensor",
-    target=dg.AssetSelection.groups(*EAGER_GROUPS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "Evaluates the warehouse and features assets' automation conditions, so they refresh "
-        "after the lake changes."
-    ),
-)

@@ -52,9 +52,7 @@ class S3ObjectStoreResource(ObjectStoreResource):
 
 def object_store_resource_from_settings() -> ObjectStoreResource:
     """Build the configured implementation; secrets stay ``EnvVar``s until run time."""
-    import os
-
-    from my_data_platform.settings import get_settings
+    from my_data_platform.settings import SettingsError, get_settings
 
     s = get_settings()
     if s.object_store == "local":
@@ -62,9 +60,11 @@ def object_store_resource_from_settings() -> ObjectStoreResource:
     s3_kwargs: dict = {"region_name": s.s3_region}
     if s.s3_endpoint_url:
         s3_kwargs["endpoint_url"] = s.s3_endpoint_url
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
-        s3_kwargs["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
-        s3_kwargs["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    if "AWS_ACCESS_KEY_ID" in s.secrets_set:  # else boto3's own chain (profile, role)
+        if "AWS_SECRET_ACCESS_KEY" not in s.secrets_set:
+            raise SettingsError("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
+        s3_kwargs["aws_access_key_id"] = s.secret("AWS_ACCESS_KEY_ID")
+        s3_kwargs["aws_secret_access_key"] = s.secret("AWS_SECRET_ACCESS_KEY")
     return S3ObjectStoreResource(
         bucket=s.s3_bucket or "", prefix=s.s3_prefix, s3=S3Resource(**s3_kwargs)
     )
@@ -74,3 +74,9 @@ def object_store_from_settings() -> ObjectStore:
     """The configured store for code outside a run (CLI, sensors, tests): EnvVars resolved."""
     with dg.build_resources({"object_store": object_store_resource_from_settings()}) as res:
         return res.object_store.get_store()
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Registered when Dagster loads the code location, so settings are never read at import."""
+    return dg.Definitions(resources={"object_store": object_store_resource_from_settings()})

@@ -22,3 +22,16 @@ class OLTPResource(dg.ConfigurableResource):
 
     def read_ids(self, table: str, column: str) -> np.ndarray:
         return oltp.read_ids(self.url, table, column)
+
+
+def oltp_resource_from_settings() -> OLTPResource:
+    """``MDP_OLTP_URL`` (it may hold a password) as an ``EnvVar``; else the SQLite default."""
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+    return OLTPResource(url=s.secret("MDP_OLTP_URL", s.oltp_url))
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"oltp": oltp_resource_from_settings()})

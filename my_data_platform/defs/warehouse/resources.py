@@ -26,8 +26,12 @@ from pydantic import Field
 from my_data_platform.core import warehouse as wh
 from my_data_platform.core.duck import quote_ident
 from my_data_platform.core.fsutil import LockTimeout, file_lock
-from my_data_platform.defs.lake.resources import ObjectStoreResource
+from my_data_platform.defs.lake.resources import (
+    ObjectStoreResource,
+    object_store_resource_from_settings,
+)
 from my_data_platform.defs.metadata import table_metadata
+from my_data_platform.defs.warehouse.location import warehouse_data_path
 
 
 class DuckLakeClient(DbClient):
@@ -250,3 +254,23 @@ class WarehouseResource(dg.ConfigurableResource):
     def writing(self) -> Any:
         """Hold while writing to the warehouse (see ``writer_lock``)."""
         return writer_lock(self.location())
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """The IO manager and the SQL resource on the configured catalog. The catalog string is an
+    ``EnvVar`` when ``MDP_WAREHOUSE_CATALOG`` is set (a PostgreSQL one may hold a password)."""
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+    config = {
+        "catalog": s.secret("MDP_WAREHOUSE_CATALOG", s.warehouse_catalog),
+        "data_path": warehouse_data_path(s),
+        "object_store": object_store_resource_from_settings(),
+    }
+    return dg.Definitions(
+        resources={
+            "io_manager": DuckLakeIOManager(**config),
+            "warehouse": WarehouseResource(**config),
+        }
+    )

@@ -11,11 +11,9 @@ import dagster as dg
 import pytest
 
 from my_data_platform.defs.automation import alerts
-from my_data_platform.defs.automation.schedules import (
-    nightly_dataset_job,
-    nightly_decision,
-    schedule_timezone,
-)
+from my_data_platform.defs.automation.resources import alerts_resource_from_settings
+from my_data_platform.defs.automation.schedules import nightly_dataset_job, nightly_decision
+from my_data_platform.settings import get_settings, reset_settings
 
 TRAINING = dg.AssetKey(["features", "training_examples"])
 DATASET = dg.AssetKey(["datasets", "popularity"])
@@ -77,8 +75,9 @@ def test_schedule_through_dagster_uses_the_env_timezone(
         assert req.tags["mdp/upstream_changed"].startswith("features/training_examples@")
 
     monkeypatch.setenv("MDP_SCHEDULE_TIMEZONE", "Mars/Olympus")
+    reset_settings()
     with pytest.raises(ValueError, match="MDP_SCHEDULE_TIMEZONE"):
-        schedule_timezone()
+        get_settings()
 
 
 @dg.op
@@ -128,6 +127,7 @@ def _failure_context(instance: dg.DagsterInstance) -> tuple[str, dg.RunFailureSe
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=run,
+        resources={"alerts": alerts_resource_from_settings()},
     ).for_run_failure()
     return result.run_id, ctx
 
@@ -135,7 +135,7 @@ def _failure_context(instance: dg.DagsterInstance) -> tuple[str, dg.RunFailureSe
 def test_failure_sensor_writes_a_jsonl_alert_and_posts_the_webhook(
     data_env: Path, webhook: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(alerts.WEBHOOK_ENV, webhook)
+    monkeypatch.setenv("MDP_ALERT_WEBHOOK_URL", webhook)
     with dg.instance_for_test() as instance:
         run_id, ctx = _failure_context(instance)
         alerts.run_failure_alerts(ctx)
@@ -160,7 +160,7 @@ def test_failure_sensor_survives_an_unreachable_webhook(
 ) -> None:
     from my_data_platform_tests.conftest import free_port
 
-    monkeypatch.setenv(alerts.WEBHOOK_ENV, f"http://127.0.0.1:{free_port()}/nobody")
+    monkeypatch.setenv("MDP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/nobody")
     with dg.instance_for_test() as instance:
         run_id, ctx = _failure_context(instance)
         alerts.run_failure_alerts(ctx)  # must not raise

@@ -15,7 +15,7 @@ from my_data_platform.defs.automation.sensors import (
     digest,
     event_day,
 )
-from my_data_platform.defs.lake.assets import (
+from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
     EVENTS_QUARANTINE_KEY,
     PHOTOS_KEY,

@@ -10,7 +10,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from my_data_platform.defs.lake.assets import lake_events, lake_events_object
+from my_data_platform.defs.lake.assets import lake_events
+from my_data_platform.defs.lake.objects import lake_events_object
 from my_data_platform.defs.lake.resources import (
     LocalObjectStoreResource,
     object_store_from_settings,

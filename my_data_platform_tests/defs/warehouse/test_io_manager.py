@@ -83,6 +83,31 @@ def test_rematerializing_replaces_the_slice(tmp_path: Path) -> None:
     assert rows == [("a", ROWS, ROWS, 3, 3), ("b", ROWS, ROWS, 1, 1)]
 
 
+@dg.asset(
+    key=["warehouse", "things_versions"],
+    partitions_def=parts,
+    metadata={"partition_expr": "part"},
+    ins={"things": dg.AssetIn(["warehouse", "things"], metadata={"columns": ["version", "part"]})},
+)
+def things_versions(things: pl.DataFrame) -> pl.DataFrame:
+    """Reads two of its parent's columns through the IO manager, and stores what it read."""
+    return things
+
+
+def test_an_input_loads_only_the_columns_it_asks_for(tmp_path: Path) -> None:
+    _materialize(tmp_path, "a", 1)
+    _materialize(tmp_path, "b", 2)
+    result = dg.materialize(
+        [things, things_versions],
+        selection=[things_versions.key],
+        partition_key="b",
+        resources=_resources(tmp_path),
+    )
+    loaded = result.output_for_node("warehouse__things_versions")
+    assert loaded.columns == ["version", "part"]  # in the order asked, "i" never read
+    assert loaded.group_by("part", "version").len().rows() == [("b", 2, ROWS)]  # one partition
+
+
 days = dg.StaticPartitionsDefinition(["d1", "d2", "d3"])
 
 
