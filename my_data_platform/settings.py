@@ -14,9 +14,24 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 ObjectStoreKind = Literal["local", "s3"]
+VersioningKind = Literal["local", "lakefs"]
+
+SECRET_VARS = (
+    "MDP_OLTP_URL",
+    "MDP_WAREHOUSE_CATALOG",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "LAKEFS_ACCESS_KEY_ID",
+    "LAKEFS_SECRET_ACCESS_KEY",
+    "MDP_FIFTYONE_DATABASE_URI",
+    "MDP_ALERT_WEBHOOK_URL",
+)
 
 
 class SettingsError(ValueError):
@@ -46,6 +61,27 @@ class Settings:
     label_window_hours: int
     label_min_engagement: int | None
     prediction_delay_hours: float
+    versioning: VersioningKind
+    lakefs_endpoint: str | None
+    lakefs_repository: str
+    lakefs_storage_namespace: str | None
+    fiftyone_database_name: str | None
+    schedule_timezone: str
+    nightly_cron: str
+    mongod_debug: bool
+    secrets_set: frozenset[str]
+
+    def secret(self, name: str, default: str | None = None) -> str | dg.EnvVar | None:
+        """``dg.EnvVar(name)`` when the variable is set, else ``default`` (holds no secret)."""
+        if name in self.secrets_set:
+            import dagster as dg
+
+            return dg.EnvVar(name)
+        return default
+
+    @property
+    def fiftyone_database_uri_is_set(self) -> bool:
+        return "MDP_FIFTYONE_DATABASE_URI" in self.secrets_set
 
     @property
     def lake_root(self) -> Path:
@@ -96,6 +132,7 @@ def _load_dotenv() -> None:
 def get_settings() -> Settings:
     """Read the settings once per process (call :func:`reset_settings` after changing env)."""
     _load_dotenv()
+    configure_libraries()
     data_dir = Path(_env("MDP_DATA_DIR", "./data") or "./data").expanduser().resolve()
     kind = (_env("MDP_OBJECT_STORE", "local") or "local").lower()
     if kind not in ("local", "s3"):
@@ -109,6 +146,9 @@ def get_settings() -> Settings:
             "MDP_WAREHOUSE_CATALOG must start with 'sqlite:', 'postgres:' or 'duckdb:', "
             f"got {catalog!r}"
         )
+    versioning = (_env("MDP_VERSIONING", "local") or "local").lower()
+    if versioning not in ("local", "lakefs"):
+        raise SettingsError(f"MDP_VERSIONING must be 'local' or 'lakefs', got {versioning!r}")
     return Settings(
         data_dir=data_dir,
         object_store=kind,  # type: ignore[arg-type]
@@ -124,6 +164,15 @@ def get_settings() -> Settings:
         label_window_hours=_int("MDP_LABEL_WINDOW_HOURS", 24) or 24,
         label_min_engagement=_int("MDP_LABEL_MIN_ENGAGEMENT", None),
         prediction_delay_hours=_float("MDP_PREDICTION_DELAY_HOURS", 1.0) or 0.0,
+        versioning=versioning,  # type: ignore[arg-type]
+        lakefs_endpoint=_env("LAKEFS_ENDPOINT"),
+        lakefs_repository=_env("MDP_LAKEFS_REPOSITORY", "datasets") or "datasets",
+        lakefs_storage_namespace=_env("MDP_LAKEFS_STORAGE_NAMESPACE"),
+        fiftyone_database_name=_env("MDP_FIFTYONE_DATABASE_NAME"),
+        schedule_timezone=_env("MDP_SCHEDULE_TIMEZONE", "UTC") or "UTC",
+        nightly_cron=_env("MDP_NIGHTLY_CRON", "0 2 * * *") or "0 2 * * *",
+        mongod_debug=(_env("MDP_MONGOD_DEBUG") or "0").lower() not in ("0", "false"),
+        secrets_set=frozenset(n for n in SECRET_VARS if _env(n) is not None),
     )
 
 
@@ -132,6 +181,26 @@ def _engine() -> str:
     if engine not in ("auto", "cpu", "gpu"):
         raise SettingsError(f"MDP_FEATURE_ENGINE must be auto, cpu or gpu, got {engine!r}")
     return engine
+
+
+def configure_libraries() -> None:
+    """Configure libraries through their environment variables: the caption model never
+    reaches the Hugging Face Hub, and FiftyOne does not phone home. Idempotent."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+
+
+def configure_fiftyone(database_uri: str, database_name: str, *, validate: bool) -> None:
+    """Point FiftyOne at a database; it reads these when first imported (and its App server,
+    a subprocess, reads them too). ``validate=False`` skips its MongoDB version check."""
+    os.environ["FIFTYONE_DATABASE_URI"] = database_uri
+    os.environ["FIFTYONE_DATABASE_NAME"] = database_name
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    if not validate:
+        os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    # set by FiftyOne when it started its own mongod; it would override our URI's port
+    os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
 
 
 def reset_settings() -> None:
