@@ -282,12 +282,12 @@ def features_get(
 
     from my_data_platform.core import features as F
     from my_data_platform.core.warehouse import analyst_connection, location_from_settings
-    from my_data_platform.defs.features.assets import classifier_outputs
     from my_data_platform.defs.features.inputs import (
         observed_until,
         read_warehouse_table,
         scan_lake_events,
     )
+    from my_data_platform.defs.features.objects import classifier_outputs
     from my_data_platform.defs.features.resources import feature_settings_from_settings
 
     if format not in ("table", "json"):
@@ -552,7 +552,7 @@ def train(
         )
     _require_data_dir()
     from my_data_platform.core.versioning import VersioningError
-    from my_data_platform.defs.training.assets import reproduce_manifest
+    from my_data_platform.defs.training.reproduce import reproduce_manifest
 
     m = _read_manifest(reproduce)
     try:
