@@ -10,8 +10,8 @@ import zoneinfo
 
 import dagster as dg
 
-from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
-from my_data_platform.defs.datasets.assets import UPSTREAM as DATASET_UPSTREAM
+from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
+from my_data_platform.defs.datasets.lineage import UPSTREAM as DATASET_UPSTREAM
 
 TIMEZONE_ENV = "MDP_SCHEDULE_TIMEZONE"
 CRON_ENV = "MDP_NIGHTLY_CRON"
