@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -89,11 +88,9 @@ def load_text_model(device: str | None = None) -> SentenceTransformer:
 
 @functools.lru_cache(maxsize=4)
 def _load_text_model(device: str | None) -> SentenceTransformer:
+    # Loading from a local directory needs no network; settings.configure_libraries() also
+    # puts the Hugging Face libraries offline, so an accidental Hub lookup fails fast.
     path = _model_dir()
-    # Belt and braces: loading from a local directory needs no network, and these make any
-    # accidental Hub lookup fail fast instead of hanging on an air-gapped machine.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
