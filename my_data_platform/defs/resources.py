@@ -7,9 +7,6 @@ location, never at import time.
 import dagster as dg
 
 from my_data_platform.core.warehouse import location_from_settings
-from my_data_platform.defs.datasets.resources import versioning_resource_from_settings
-from my_data_platform.defs.exploration.resources import fiftyone_resource_from_settings
-from my_data_platform.defs.features.resources import feature_settings_from_settings
 from my_data_platform.defs.lake.resources import object_store_resource_from_settings
 from my_data_platform.defs.sources.resources import OLTPResource
 from my_data_platform.defs.warehouse.resources import DuckLakeIOManager, WarehouseResource
@@ -32,8 +29,5 @@ def resources() -> dg.Definitions:
             "warehouse": WarehouseResource(
                 catalog=location.catalog, data_path=location.data_path, object_store=store
             ),
-            "feature_settings": feature_settings_from_settings(),
-            "versioning": versioning_resource_from_settings(),
-            "fiftyone": fiftyone_resource_from_settings(),
         }
     )

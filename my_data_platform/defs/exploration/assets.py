@@ -11,7 +11,8 @@ import dagster as dg
 import polars as pl
 
 from my_data_platform.core import exploration as X
-from my_data_platform.defs.datasets.assets import dataset_commit
+from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
+from my_data_platform.defs.datasets.lineage import dataset_commit
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.exploration.resources import FiftyOneResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
@@ -19,7 +20,6 @@ from my_data_platform.defs.metadata import latest_metadata
 
 KEY = dg.AssetKey(["exploration", "fiftyone_dataset"])
 PREDICTIONS_KEY = dg.AssetKey(["training", "fiftyone_predictions"])
-DATASET_KEY = dg.AssetKey(["datasets", "popularity"])
 MODEL_KEY = dg.AssetKey(["training", "popularity_model"])
 
 

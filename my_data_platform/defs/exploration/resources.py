@@ -55,23 +55,33 @@ class FiftyOneResource(dg.ConfigurableResource):
 
     def get_fiftyone(self) -> ModuleType:
         """The ``fiftyone`` module, connected to this resource's database."""
-        return connect_fiftyone(self.uri(), self.database_name, bundled=not self.database_uri)
+        from my_data_platform.settings import configure_fiftyone
+
+        uri = self.uri()
+        # FiftyOne (and the App server it starts) reads its database from the environment
+        configure_fiftyone(uri, self.database_name, validate=bool(self.database_uri))
+        return connect_fiftyone(uri, self.database_name)
 
 
 def fiftyone_resource_from_settings() -> FiftyOneResource:
     """The bundled mongod under the data dir, unless ``MDP_FIFTYONE_DATABASE_URI`` is set (kept
     an ``EnvVar``: a URI may hold a password)."""
-    import os
-
     from my_data_platform.settings import get_settings
 
-    home = get_settings().data_dir / "fiftyone"
+    s = get_settings()
+    home = s.data_dir / "fiftyone"
     kwargs: dict = {"database_dir": str(home), "media_dir": str(home / "media")}
-    if (os.environ.get("MDP_FIFTYONE_DATABASE_URI") or "").strip():
-        kwargs["database_uri"] = dg.EnvVar("MDP_FIFTYONE_DATABASE_URI")
-    if (os.environ.get("MDP_FIFTYONE_DATABASE_NAME") or "").strip():
-        kwargs["database_name"] = os.environ["MDP_FIFTYONE_DATABASE_NAME"].strip()
+    if s.fiftyone_database_uri_is_set:
+        kwargs["database_uri"] = s.secret("MDP_FIFTYONE_DATABASE_URI")
+    if s.fiftyone_database_name:
+        kwargs["database_name"] = s.fiftyone_database_name
     return FiftyOneResource(**kwargs)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Settings are read when Dagster loads the code location, never at import time."""
+    return dg.Definitions(resources={"fiftyone": fiftyone_resource_from_settings()})
 
 
 def fiftyone_from_settings() -> FiftyOneResource:
