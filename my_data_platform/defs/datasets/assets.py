@@ -1,11 +1,5 @@
-"""Versioned training datasets, published write-audit-publish.
-
-A run writes the dataset to its own branch (named for the Dagster run), audits that branch,
-and only when every audit passes commits with provenance, merges into ``main`` and tags the
-result. ``main`` therefore only ever points at audited commits. A failed audit leaves ``main``
-untouched and keeps the branch for debugging. Downstream assets read the commit id stamped in
-this asset's metadata, never "latest".
-"""
+"""The versioned training dataset, published write-audit-publish: written to a run branch,
+audited there, merged into ``main`` only when every audit passes (see docs/ml-assets.md)."""
 
 import datetime as dt
 

@@ -1,9 +1,5 @@
-"""FiftyOne views of the published dataset and of the model's test-set mistakes.
-
-Both assets read *by commit id* what their parents stamped in their materialization metadata
-(``dataset_commit``, ``predictions_key``), never "the latest data", so each FiftyOne dataset
-matches exactly one audited dataset version.
-"""
+"""FiftyOne views of a published dataset commit and of the model's test-set mistakes on it
+(see docs/ml-assets.md)."""
 
 from typing import Any
 

@@ -1,10 +1,5 @@
-"""FiftyOne as a resource: the bundled ``mongod`` by default, a MongoDB URI in production.
-
-FiftyOne would start a private ``mongod`` in every process that imports it. Dagster runs each
-step in its own process, so by default this resource starts one shared ``mongod`` for the
-data dir (:func:`my_data_platform.core.mongo.ensure_mongod`) and points FiftyOne at it; with
-``database_uri`` set, FiftyOne uses that server and nothing is started.
-"""
+"""FiftyOne as a resource: one shared bundled ``mongod`` per data dir by default, a MongoDB URI
+in production (see docs/ml-assets.md)."""
 
 from pathlib import Path
 from types import ModuleType

@@ -1,10 +1,5 @@
-"""Features: classifier outputs, windowed activity, labels and point-in-time training examples.
-
-Every table is written twice: Parquet in the lake (``lake/features/<name>.parquet``, what
-dataset versions are built from) and a DuckDB table ``features.<name>`` (what analysts and the
-online path query). The feature logic itself lives in ``core/features.py``; the engine
-(Polars CPU or cuDF through the Polars GPU engine) is a setting, not a second implementation.
-"""
+"""Features: classifier outputs, windowed activity, labels and point-in-time training examples,
+each written to the lake and to the warehouse (see docs/ml-assets.md)."""
 
 import hashlib
 import time

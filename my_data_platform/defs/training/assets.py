@@ -1,11 +1,5 @@
-"""The popularity model, trained on one exact dataset commit and stored with its provenance.
-
-The asset reads ``examples.parquet`` at a *commit id* (never a branch), trains the PyTorch
-model deterministically, scores it beside two baselines and the generator's oracle on the same
-splits, and publishes checkpoint + manifest + per-photo predictions to the object store.
-``mdp model show`` prints the newest manifest; ``mdp train --reproduce MANIFEST`` retrains
-from one and checks the metrics match.
-"""
+"""The popularity model, trained on one exact dataset commit and published with a manifest
+that lets anyone retrain it (see docs/ml-assets.md)."""
 
 import io
 from typing import Any
