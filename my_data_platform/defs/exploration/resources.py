@@ -31,6 +31,9 @@ class FiftyOneResource(dg.ConfigurableResource):
         default=DEFAULT_IDLE_TIMEOUT_S,
         description="Stop the bundled mongod after this long without clients (None: never).",
     )
+    mongod_debug: bool = Field(
+        default=False, description="Log every poll of the bundled mongod's idle supervisor."
+    )
 
     def home(self) -> Path:
         if self.database_dir:
@@ -46,7 +49,9 @@ class FiftyOneResource(dg.ConfigurableResource):
         """The MongoDB URI, starting the shared bundled mongod if it is not running."""
         if self.database_uri:
             return self.database_uri
-        return ensure_mongod(self.home(), idle_timeout_s=self.mongod_idle_timeout_s)
+        return ensure_mongod(
+            self.home(), idle_timeout_s=self.mongod_idle_timeout_s, debug=self.mongod_debug
+        )
 
     def get_fiftyone(self) -> ModuleType:
         """The ``fiftyone`` module, connected to this resource's database."""
@@ -65,7 +70,11 @@ def fiftyone_resource_from_settings() -> FiftyOneResource:
 
     s = get_settings()
     home = s.data_dir / "fiftyone"
-    kwargs: dict = {"database_dir": str(home), "media_dir": str(home / "media")}
+    kwargs: dict = {
+        "database_dir": str(home),
+        "media_dir": str(home / "media"),
+        "mongod_debug": s.mongod_debug,
+    }
     if s.fiftyone_database_uri_is_set:
         kwargs["database_uri"] = s.secret("MDP_FIFTYONE_DATABASE_URI")
     if s.fiftyone_database_name:
