@@ -1,15 +1,5 @@
-"""Building and auditing a versioned training dataset (pure Python, no Dagster).
-
-A dataset version is a small set of objects committed together:
-
-* ``examples.parquet``: the training examples with a deterministic ``split`` column;
-* ``images.parquet``: the slice of the image manifest those examples reference;
-* ``README.md``: a dataset card (schema, counts, label balance, upstream versions).
-
-Splits are assigned by a salted hash of the *author*, so every photo of an author lands in one
-split: no author (and so no photo) leaks between train, validation and test, and the split of
-an author never changes when new data arrives.
-"""
+"""Building and auditing a versioned training dataset (pure Python, no Dagster): examples with
+author-disjoint splits, the images they reference and a dataset card (see docs/ml-assets.md)."""
 
 from __future__ import annotations
 

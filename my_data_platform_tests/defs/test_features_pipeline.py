@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from my_data_platform.cli import app
 from my_data_platform.core import features as F
-from my_data_platform.defs.features.assets import feature_object
+from my_data_platform.defs.features.objects import feature_object
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.runner import execute_plan, plan_refresh
 from my_data_platform.synth import WorldConfig
@@ -198,8 +198,10 @@ def test_write_audit_publish_on_lakefs_over_http(world: dict, tmp_path) -> None:
             secret_access_key=server.secret_access_key,
             storage_namespace="local://datasets",
         )
+        # the warehouse table it loads as an input, as a source
+        photos = dg.AssetSpec(["warehouse", "photos"])
         result = dg.materialize(
-            [popularity_dataset], resources=resources, instance=world["instance"]
+            [popularity_dataset, photos], resources=resources, instance=world["instance"]
         )
         assert result.success
         md = result.asset_materializations_for_node("datasets__popularity")[0].metadata

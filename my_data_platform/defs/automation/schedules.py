@@ -7,8 +7,8 @@ reason shown in the UI) when nothing the dataset reads has changed since its las
 
 import dagster as dg
 
-from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
-from my_data_platform.defs.datasets.assets import UPSTREAM as DATASET_UPSTREAM
+from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
+from my_data_platform.defs.datasets.lineage import UPSTREAM as DATASET_UPSTREAM
 
 NIGHTLY_SELECTION = dg.AssetSelection.assets(DATASET_KEY).downstream()
 """The dataset and everything built from it (exploration, training) as they are added."""

@@ -1,32 +1,29 @@
-"""Versioned training datasets, published write-audit-publish.
-
-A run writes the dataset to its own branch (named for the Dagster run), audits that branch,
-and only when every audit passes commits with provenance, merges into ``main`` and tags the
-result. ``main`` therefore only ever points at audited commits. A failed audit leaves ``main``
-untouched and keeps the branch for debugging. Downstream assets read the commit id stamped in
-this asset's metadata, never "latest".
-"""
+"""The versioned training dataset, published write-audit-publish: written to a run branch,
+audited there, merged into ``main`` only when every audit passes (see docs/ml-assets.md)."""
 
 import datetime as dt
-import subprocess
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from my_data_platform.core import datasets as D
 from my_data_platform.core import features as F
-from my_data_platform.core.versioning import DEFAULT_BRANCH, VersioningError, VersionStore
+from my_data_platform.core.versioning import DEFAULT_BRANCH
+from my_data_platform.defs.datasets.lineage import (
+    KEY,
+    PHOTOS,
+    UPSTREAM,
+    code_version,
+    upstream_versions,
+)
 from my_data_platform.defs.datasets.resources import VersioningResource
-from my_data_platform.defs.features.assets import feature_object
-from my_data_platform.defs.features.inputs import read_warehouse_table, scan_lake_events
+from my_data_platform.defs.features.inputs import scan_lake_events, warehouse_input
+from my_data_platform.defs.features.objects import read_feature
 from my_data_platform.defs.features.resources import FeatureSettings
 from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
-from my_data_platform.defs.metadata import latest_metadata, png_metadata
-from my_data_platform.defs.warehouse.resources import WarehouseResource
+from my_data_platform.defs.metadata import png_metadata
 
-KEY = dg.AssetKey(["datasets", "popularity"])
 AUDITS = {
     "schema": "Every required column is present and the dataset is not empty.",
     "no_nulls": "No nulls in ids, label, split or features.",
@@ -37,69 +34,12 @@ AUDITS = {
     ),
     "images_referenced": "Every example's image is in the lake's image manifest.",
 }
-UPSTREAM = [
-    dg.AssetKey(["features", "training_examples"]),
-    dg.AssetKey(["lake", "photos"]),
-    dg.AssetKey(["warehouse", "photos"]),
-]
-
-
-def dataset_commit(instance: dg.DagsterInstance, vs: VersionStore, ref: str | None) -> str:
-    """The dataset version a consumer reads: ``ref`` (a commit id, tag or branch) resolved to
-    its commit, or by default the commit this asset last published (from its metadata)."""
-    if ref:
-        try:
-            return vs.resolve_ref(ref)
-        except VersioningError as exc:
-            raise dg.Failure(f"dataset_commit {ref!r}: {exc}") from exc
-    commit = latest_metadata(instance, KEY).get("dataset_commit")
-    if not commit:
-        raise dg.Failure(
-            "the newest datasets/popularity materialization has no dataset_commit; "
-            "publish one first (or pass dataset_commit in the run config)"
-        )
-    return str(commit)
-
-
-def code_version() -> str:
-    """The git commit of the code that built the dataset (or the package version)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        __version__ = version("my_data_platform")
-    except PackageNotFoundError:
-        __version__ = "0+unknown"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return f"{__version__}+g{sha[:12]}"
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-
-
-def _upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """The materialization (event storage id, run id, time) of each upstream asset used."""
-    out: dict[str, str] = {}
-    for key in UPSTREAM:
-        records = context.instance.fetch_materializations(key, limit=1).records
-        if records:
-            rec = records[0]
-            when = dt.datetime.fromtimestamp(rec.timestamp, dt.UTC).isoformat(timespec="seconds")
-            out[key.to_user_string()] = (
-                f"materialization {rec.storage_id} (run {rec.run_id}, {when})"
-            )
-    return out
 
 
 @dg.asset(
     key=KEY,
-    deps=UPSTREAM,
+    ins={"photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at", "object_key"])},
+    deps=[k for k in UPSTREAM if k != PHOTOS],
     group_name="datasets",
     kinds={"lakefs", "parquet"},
     check_specs=[
@@ -109,8 +49,8 @@ def _upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
 )
 def popularity_dataset(
     context: dg.AssetExecutionContext,
+    photos: pl.DataFrame,
     object_store: ObjectStoreResource,
-    warehouse: WarehouseResource,
     versioning: VersioningResource,
     feature_settings: FeatureSettings,
 ):
@@ -119,14 +59,10 @@ def popularity_dataset(
     audited commit. Every model names the commit it was trained on, so it can be rebuilt."""
     store = object_store.get_store()
     vs = versioning.get_store()
-    examples = pl.read_parquet(store.get_bytes(feature_object("training_examples")))
-    with warehouse.connect() as conn:
-        photos = read_warehouse_table(
-            conn, "warehouse", "photos", ["photo_id", "user_id", "uploaded_at", "object_key"]
-        )
+    examples = read_feature(store, "training_examples")
     manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
     assert isinstance(manifest, pl.DataFrame)
-    upstream = _upstream_versions(context)
+    upstream = upstream_versions(context.instance)
     objects, _, _ = D.build_dataset(examples, photos, manifest, upstream)
 
     branch = f"run-{context.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"

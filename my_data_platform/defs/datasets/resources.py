@@ -50,31 +50,40 @@ class LakeFSVersioningResource(VersioningResource):
 
 
 def versioning_resource_from_settings() -> VersioningResource:
-    import os
-
+    """The embedded store under the data dir, or lakeFS (its keys kept ``EnvVar``s)."""
     from my_data_platform.settings import SettingsError, get_settings
 
     s = get_settings()
-    kind = (os.environ.get("MDP_VERSIONING") or "local").strip().lower()
-    repo = os.environ.get("MDP_LAKEFS_REPOSITORY") or "datasets"
-    if kind == "local":
-        return LocalVersioningResource(root=str(s.data_dir / "versions"), repository=repo)
-    if kind == "lakefs":
-        missing = [
-            n
-            for n in ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_ACCESS_KEY")
-            if not os.environ.get(n)
-        ]
-        if missing:
-            raise SettingsError(f"MDP_VERSIONING=lakefs needs {', '.join(missing)}")
-        return LakeFSVersioningResource(
-            endpoint=os.environ["LAKEFS_ENDPOINT"],
-            access_key_id=dg.EnvVar("LAKEFS_ACCESS_KEY_ID"),
-            secret_access_key=dg.EnvVar("LAKEFS_SECRET_ACCESS_KEY"),
-            repository=repo,
-            storage_namespace=os.environ.get("MDP_LAKEFS_STORAGE_NAMESPACE") or None,
+    if s.versioning == "local":
+        return LocalVersioningResource(
+            root=str(s.data_dir / "versions"), repository=s.lakefs_repository
         )
-    raise SettingsError(f"MDP_VERSIONING must be 'local' or 'lakefs', got {kind!r}")
+    access_key_id = s.secret("LAKEFS_ACCESS_KEY_ID")
+    secret_access_key = s.secret("LAKEFS_SECRET_ACCESS_KEY")
+    missing = [
+        name
+        for name, value in (
+            ("LAKEFS_ENDPOINT", s.lakefs_endpoint),
+            ("LAKEFS_ACCESS_KEY_ID", access_key_id),
+            ("LAKEFS_SECRET_ACCESS_KEY", secret_access_key),
+        )
+        if value is None
+    ]
+    if missing:
+        raise SettingsError(f"MDP_VERSIONING=lakefs needs {', '.join(missing)}")
+    return LakeFSVersioningResource(
+        endpoint=s.lakefs_endpoint,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        repository=s.lakefs_repository,
+        storage_namespace=s.lakefs_storage_namespace,
+    )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Settings are read when Dagster loads the code location, never at import time."""
+    return dg.Definitions(resources={"versioning": versioning_resource_from_settings()})
 
 
 def version_store_from_settings() -> VersionStore:

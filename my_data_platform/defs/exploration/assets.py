@@ -1,9 +1,5 @@
-"""FiftyOne views of the published dataset and of the model's test-set mistakes.
-
-Both assets read *by commit id* what their parents stamped in their materialization metadata
-(``dataset_commit``, ``predictions_key``), never "the latest data", so each FiftyOne dataset
-matches exactly one audited dataset version.
-"""
+"""FiftyOne views of a published dataset commit and of the model's test-set mistakes on it
+(see docs/ml-assets.md)."""
 
 from typing import Any
 
@@ -11,7 +7,8 @@ import dagster as dg
 import polars as pl
 
 from my_data_platform.core import exploration as X
-from my_data_platform.defs.datasets.assets import dataset_commit
+from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
+from my_data_platform.defs.datasets.lineage import dataset_commit
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.exploration.resources import FiftyOneResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
@@ -19,7 +16,6 @@ from my_data_platform.defs.metadata import latest_metadata
 
 KEY = dg.AssetKey(["exploration", "fiftyone_dataset"])
 PREDICTIONS_KEY = dg.AssetKey(["training", "fiftyone_predictions"])
-DATASET_KEY = dg.AssetKey(["datasets", "popularity"])
 MODEL_KEY = dg.AssetKey(["training", "popularity_model"])
 
 

@@ -1,10 +1,5 @@
-"""FiftyOne as a resource: the bundled ``mongod`` by default, a MongoDB URI in production.
-
-FiftyOne would start a private ``mongod`` in every process that imports it. Dagster runs each
-step in its own process, so by default this resource starts one shared ``mongod`` for the
-data dir (:func:`my_data_platform.core.mongo.ensure_mongod`) and points FiftyOne at it; with
-``database_uri`` set, FiftyOne uses that server and nothing is started.
-"""
+"""FiftyOne as a resource: one shared bundled ``mongod`` per data dir by default, a MongoDB URI
+in production (see docs/ml-assets.md)."""
 
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +31,9 @@ class FiftyOneResource(dg.ConfigurableResource):
         default=DEFAULT_IDLE_TIMEOUT_S,
         description="Stop the bundled mongod after this long without clients (None: never).",
     )
+    mongod_debug: bool = Field(
+        default=False, description="Log every poll of the bundled mongod's idle supervisor."
+    )
 
     def home(self) -> Path:
         if self.database_dir:
@@ -51,27 +49,43 @@ class FiftyOneResource(dg.ConfigurableResource):
         """The MongoDB URI, starting the shared bundled mongod if it is not running."""
         if self.database_uri:
             return self.database_uri
-        return ensure_mongod(self.home(), idle_timeout_s=self.mongod_idle_timeout_s)
+        return ensure_mongod(
+            self.home(), idle_timeout_s=self.mongod_idle_timeout_s, debug=self.mongod_debug
+        )
 
     def get_fiftyone(self) -> ModuleType:
         """The ``fiftyone`` module, connected to this resource's database."""
-        return connect_fiftyone(self.uri(), self.database_name, bundled=not self.database_uri)
+        from my_data_platform.settings import configure_fiftyone
+
+        uri = self.uri()
+        # FiftyOne (and the App server it starts) reads its database from the environment
+        configure_fiftyone(uri, self.database_name, validate=bool(self.database_uri))
+        return connect_fiftyone(uri, self.database_name)
 
 
 def fiftyone_resource_from_settings() -> FiftyOneResource:
     """The bundled mongod under the data dir, unless ``MDP_FIFTYONE_DATABASE_URI`` is set (kept
     an ``EnvVar``: a URI may hold a password)."""
-    import os
-
     from my_data_platform.settings import get_settings
 
-    home = get_settings().data_dir / "fiftyone"
-    kwargs: dict = {"database_dir": str(home), "media_dir": str(home / "media")}
-    if (os.environ.get("MDP_FIFTYONE_DATABASE_URI") or "").strip():
-        kwargs["database_uri"] = dg.EnvVar("MDP_FIFTYONE_DATABASE_URI")
-    if (os.environ.get("MDP_FIFTYONE_DATABASE_NAME") or "").strip():
-        kwargs["database_name"] = os.environ["MDP_FIFTYONE_DATABASE_NAME"].strip()
+    s = get_settings()
+    home = s.data_dir / "fiftyone"
+    kwargs: dict = {
+        "database_dir": str(home),
+        "media_dir": str(home / "media"),
+        "mongod_debug": s.mongod_debug,
+    }
+    if s.fiftyone_database_uri_is_set:
+        kwargs["database_uri"] = s.secret("MDP_FIFTYONE_DATABASE_URI")
+    if s.fiftyone_database_name:
+        kwargs["database_name"] = s.fiftyone_database_name
     return FiftyOneResource(**kwargs)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Settings are read when Dagster loads the code location, never at import time."""
+    return dg.Definitions(resources={"fiftyone": fiftyone_resource_from_settings()})
 
 
 def fiftyone_from_settings() -> FiftyOneResource:

@@ -1,15 +1,9 @@
-"""Features: classifier outputs, windowed activity, labels and point-in-time training examples.
-
-Every table is written twice: Parquet in the lake (``lake/features/<name>.parquet``, what
-dataset versions are built from) and a DuckDB table ``features.<name>`` (what analysts and the
-online path query). The feature logic itself lives in ``core/features.py``; the engine
-(Polars CPU or cuDF through the Polars GPU engine) is a setting, not a second implementation.
-"""
+"""Features: classifier outputs, windowed activity, labels and point-in-time training examples,
+each written to the lake and to the warehouse (see docs/ml-assets.md)."""
 
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -17,22 +11,14 @@ import polars as pl
 from my_data_platform.core import features as F
 from my_data_platform.core import image_model, text_embeddings
 from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
-from my_data_platform.defs.features.inputs import (
-    observed_until,
-    read_warehouse_table,
-    scan_lake_events,
-)
-from my_data_platform.defs.features.resources import FeatureSettings
+from my_data_platform.defs.features.inputs import observed_until, scan_lake_events, warehouse_input
+from my_data_platform.defs.features.objects import classifier_outputs, feature_object, read_feature
+from my_data_platform.defs.features.resources import FeatureSettings, GroundTruthResource
 from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet, write_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
-from my_data_platform.defs.warehouse.resources import WarehouseResource
 
 GROUP = "features"
 IMAGE_ACCURACY_FLOOR = 0.8
-
-
-def feature_object(name: str) -> str:
-    return f"lake/features/{name}.parquet"
 
 
 def _publish(store: ObjectStore, name: str, df: pl.DataFrame) -> str:
@@ -41,36 +27,30 @@ def _publish(store: ObjectStore, name: str, df: pl.DataFrame) -> str:
     return store.uri(key)
 
 
-def _photos_and_users(warehouse: WarehouseResource) -> tuple[pl.DataFrame, pl.DataFrame]:
-    with warehouse.connect() as conn:
-        photos = read_warehouse_table(
-            conn, "warehouse", "photos",
-            ["photo_id", "user_id", "uploaded_at", "caption", "object_key", "image_decodable"],
-        )  # fmt: skip
-        users = read_warehouse_table(
-            conn, "warehouse", "users", ["user_id", "joined_at", "follower_count"]
-        )
-    return photos, users
+def _events(store: ObjectStore) -> pl.LazyFrame:
+    try:
+        return scan_lake_events(store)
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 @dg.asset(
     key=["features", "caption_embeddings"],
-    deps=[["warehouse", "photos"]],
+    ins={"photos": warehouse_input("photos", ["photo_id", "caption"])},
     group_name=GROUP,
     kinds={"pytorch", "duckdb", "parquet"},
 )
 def caption_embeddings(
     context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
+    photos: pl.DataFrame,
     object_store: ObjectStoreResource,
 ) -> pl.DataFrame:
     """A 384-dimensional meaning of every caption, from a real pretrained text model
     (all-MiniLM-L6-v2, offline). Lets the model and FiftyOne reason about what a caption says,
     not just its length. Incremental: only new or edited captions are encoded."""
     store = object_store.get_store()
-    photos, _ = _photos_and_users(warehouse)
     try:
-        previous = pl.read_parquet(store.get_bytes(feature_object("caption_embeddings")))
+        previous = read_feature(store, "caption_embeddings")
     except ObjectNotFoundError:
         previous = None
     t0 = time.perf_counter()
@@ -94,7 +74,8 @@ def caption_embeddings(
 
 @dg.asset(
     key=["features", "image_predictions"],
-    deps=[["lake", "photos"], ["warehouse", "photos"]],
+    ins={"photos": warehouse_input("photos", ["photo_id", "object_key"])},
+    deps=[["lake", "photos"]],
     group_name=GROUP,
     kinds={"pytorch", "duckdb", "parquet"},
     check_specs=[
@@ -108,16 +89,14 @@ def caption_embeddings(
 )
 def image_predictions(
     context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
+    photos: pl.DataFrame,
     object_store: ObjectStoreResource,
+    ground_truth: GroundTruthResource,
 ):
     """What each photo shows (sunset, beach, food, pet, city, portrait) with a confidence,
     from a small CNN trained on the generator's free labels (what it drew is ground truth).
     Undecodable images get a null prediction, never a crash."""
-    from my_data_platform.settings import get_settings
-
     store = object_store.get_store()
-    photos, _ = _photos_and_users(warehouse)
     photos = photos.sort("photo_id")
     try:
         manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
@@ -132,13 +111,13 @@ def image_predictions(
     pixels, ok = image_model.decode_batch(datas)
     del datas
 
-    labels_path = Path(get_settings().ground_truth_dir) / "photos.parquet"
-    if not labels_path.exists():
+    free = ground_truth.photos(columns=["photo_id", "image_class"])
+    if free is None:
         raise dg.Failure(
-            f"no image labels at {labels_path}: the classifier trains on the generator's free "
-            "labels (photo_id, image_class); provide such a file to train on real images"
+            f"no image labels at {ground_truth.photos_path()}: the classifier trains on the "
+            "generator's free labels (photo_id, image_class); provide such a file to train on "
+            "real images"
         )
-    free = pl.read_parquet(labels_path, columns=["photo_id", "image_class"])
     lab = photos.select("photo_id").with_row_index("i").join(free, on="photo_id", how="inner")
     idx = lab["i"].to_numpy()
     keep = ok[idx]  # train only on images that decoded
@@ -174,34 +153,24 @@ def image_predictions(
     )
 
 
-def _inputs(
-    object_store: ObjectStoreResource, warehouse: WarehouseResource
-) -> tuple[ObjectStore, pl.LazyFrame, pl.DataFrame, pl.DataFrame]:
-    store = object_store.get_store()
-    try:
-        events = scan_lake_events(store)
-    except FileNotFoundError as exc:
-        raise dg.Failure(str(exc)) from None
-    photos, users = _photos_and_users(warehouse)
-    return store, events, photos, users
-
-
 @dg.asset(
     key=["features", "photo_activity"],
-    deps=[["lake", "events"], ["warehouse", "photos"]],
+    ins={"photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at"])},
+    deps=[["lake", "events"]],
     group_name=GROUP,
     kinds={"polars", "duckdb", "parquet"},
 )
 def photo_activity(
     context: dg.AssetExecutionContext,
+    photos: pl.DataFrame,
     object_store: ObjectStoreResource,
-    warehouse: WarehouseResource,
     feature_settings: FeatureSettings,
 ) -> pl.DataFrame:
     """How every photo and its author are doing right now: views, likes, comments, shares,
     like rate, dwell and unique users over the last 1, 7 and 28 days, as of the newest
     observed event. The same definition gives training rows and online answers."""
-    store, events, photos, _ = _inputs(object_store, warehouse)
+    store = object_store.get_store()
+    events = _events(store)
     as_of = observed_until(events)
     engine = F.resolve_engine(feature_settings.engine)
     queries = photos.lazy().select("photo_id", pl.lit(as_of).alias("as_of"))
@@ -222,20 +191,22 @@ def photo_activity(
 
 @dg.asset(
     key=["features", "labels"],
-    deps=[["lake", "events"], ["warehouse", "photos"]],
+    ins={"photos": warehouse_input("photos", ["photo_id", "uploaded_at"])},
+    deps=[["lake", "events"]],
     group_name=GROUP,
     kinds={"polars", "duckdb", "parquet"},
 )
 def labels(
     context: dg.AssetExecutionContext,
+    photos: pl.DataFrame,
     object_store: ObjectStoreResource,
-    warehouse: WarehouseResource,
     feature_settings: FeatureSettings,
 ) -> pl.DataFrame:
     """Which photos became popular, learned from user feedback: engagement (likes + comments
     + shares) in the first hours after upload against a threshold. Photos too young to judge
     have no label yet, which is different from 'not popular'."""
-    store, events, photos, _ = _inputs(object_store, warehouse)
+    store = object_store.get_store()
+    events = _events(store)
     cfg = feature_settings.config()
     until = observed_until(events)
     df = F.collect(
@@ -260,10 +231,12 @@ def labels(
 
 @dg.asset(
     key=["features", "training_examples"],
+    ins={
+        "photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at", "caption"]),
+        "users": warehouse_input("users", ["user_id", "joined_at", "follower_count"]),
+    },
     deps=[
         ["lake", "events"],
-        ["warehouse", "photos"],
-        ["warehouse", "users"],
         ["features", "labels"],
         ["features", "image_predictions"],
         ["features", "caption_embeddings"],
@@ -273,16 +246,18 @@ def labels(
 )
 def training_examples(
     context: dg.AssetExecutionContext,
+    photos: pl.DataFrame,
+    users: pl.DataFrame,
     object_store: ObjectStoreResource,
-    warehouse: WarehouseResource,
     feature_settings: FeatureSettings,
 ) -> pl.DataFrame:
     """One row per labelled photo with the features exactly as they were known at prediction
     time (upload + delay): never an event from after that moment, so offline accuracy is
     what the model will see online. Joined with metadata and classifier outputs."""
-    store, events, photos, users = _inputs(object_store, warehouse)
+    store = object_store.get_store()
+    events = _events(store)
     cfg = feature_settings.config()
-    lab = pl.read_parquet(store.get_bytes(feature_object("labels")))
+    lab = read_feature(store, "labels")
     extra = classifier_outputs(store)
     t0 = time.perf_counter()
     df = F.collect(
@@ -299,15 +274,3 @@ def training_examples(
         }
     )
     return df
-
-
-def classifier_outputs(store: ObjectStore) -> pl.DataFrame:
-    """The per-photo classifier outputs joined into examples (online and offline alike)."""
-    preds = pl.read_parquet(store.get_bytes(feature_object("image_predictions")))
-    emb = pl.read_parquet(store.get_bytes(feature_object("caption_embeddings")))
-    return preds.join(
-        emb.select("photo_id", pl.col("embedding").alias("caption_embedding")),
-        on="photo_id",
-        how="full",
-        coalesce=True,
-    )

@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from my_data_platform.core import features as F
-from my_data_platform.defs.features.assets import feature_object
+from my_data_platform.defs.features.objects import read_feature
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 EXAMPLES = dg.AssetKey(["features", "training_examples"])
@@ -14,7 +14,7 @@ RANGES = "Counts, rates and dwell are >= 0 and finite."
 
 
 def _read(store: ObjectStoreResource, name: str) -> pl.DataFrame:
-    return pl.read_parquet(store.get_store().get_bytes(feature_object(name)))
+    return read_feature(store.get_store(), name)
 
 
 def _range_violations(df: pl.DataFrame) -> dict[str, int]:

@@ -5,6 +5,7 @@ Shared by the assets and by ``mdp features get``, so offline and online read the
 
 import datetime as dt
 
+import dagster as dg
 import duckdb
 import polars as pl
 
@@ -26,9 +27,15 @@ def scan_lake_events(store: ObjectStore) -> pl.LazyFrame:
     ).select(EVENT_COLUMNS)
 
 
+def warehouse_input(table: str, columns: list[str]) -> dg.AssetIn:
+    """A warehouse table as an asset input: the IO manager loads ``columns`` as a Polars frame."""
+    return dg.AssetIn(["warehouse", table], metadata={"columns": columns})
+
+
 def read_warehouse_table(
     conn: duckdb.DuckDBPyConnection, schema: str, table: str, columns: list[str]
 ) -> pl.DataFrame:
+    """A warehouse table outside a run (``mdp features get``); assets use ``warehouse_input``."""
     if not table_exists(conn, schema, table):
         raise LookupError(f"warehouse table {schema}.{table} does not exist yet")
     # identifiers are fixed by the callers, never user input

@@ -1,29 +1,21 @@
-"""The popularity model, trained on one exact dataset commit and stored with its provenance.
+"""The popularity model, trained on one exact dataset commit and published with a manifest
+that lets anyone retrain it (see docs/ml-assets.md)."""
 
-The asset reads ``examples.parquet`` at a *commit id* (never a branch), trains the PyTorch
-model deterministically, scores it beside two baselines and the generator's oracle on the same
-splits, and publishes checkpoint + manifest + per-photo predictions to the object store.
-``mdp model show`` prints the newest manifest; ``mdp train --reproduce MANIFEST`` retrains
-from one and checks the metrics match.
-"""
-
-import dataclasses
 import io
-import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from my_data_platform.core import model_registry as R
 from my_data_platform.core import training as T
-from my_data_platform.defs.datasets.assets import KEY as DATASET_KEY
-from my_data_platform.defs.datasets.assets import code_version, dataset_commit
+from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
+from my_data_platform.defs.datasets.lineage import code_version, dataset_commit
 from my_data_platform.defs.datasets.resources import VersioningResource
+from my_data_platform.defs.features.resources import GroundTruthResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import png_metadata, table_metadata
+from my_data_platform.defs.training.reproduce import resolve_device, summary, train_from_commit
 
 KEY = dg.AssetKey(["training", "popularity_model"])
 ORACLE_FRACTION_TARGET = 0.90
@@ -44,62 +36,6 @@ class TrainingConfig(dg.Config):
     patience: int = 8
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``."""
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    name = name.strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise dg.Failure(description=f"device {name!r} requested but CUDA is not available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise dg.Failure(description=f"device must be auto, cpu or cuda, got {name!r}")
-    return name
-
-
-def load_ground_truth() -> pl.DataFrame | None:
-    """The generator's hidden popularity (synthetic worlds only; ``None`` on real data)."""
-    from my_data_platform.settings import get_settings
-
-    path = Path(get_settings().ground_truth_dir) / "photos.parquet"
-    return pl.read_parquet(path) if path.exists() else None
-
-
-def train_from_commit(
-    vs: Any, commit: str, config: T.TrainConfig
-) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None, pl.DataFrame]:
-    """Model, metrics, baselines, oracle and per-photo predictions for one dataset commit."""
-    df = T.load_dataset(vs, commit)
-    model, metrics = T.train_popularity_model(df, config)
-    base = T.baselines(df)
-    gt = load_ground_truth()
-    orc = T.oracle(df, gt) if gt is not None else None
-    labelled = df.filter(pl.col("label").is_not_null())
-    p = T.predict(model.cpu(), labelled, model.stats)
-    preds = labelled.select(
-        "photo_id", pl.col("split").cast(pl.String), pl.col("label").cast(pl.Int8)
-    ).with_columns(p=pl.Series(np.asarray(p, dtype=np.float64)))
-    return model, metrics, base, orc, preds
-
-
-def summary(metrics: dict, base: dict, orc: dict | None) -> dict[str, Any]:
-    """The headline comparison on the test split (also what ``make demo`` prints)."""
-    model_auc = metrics["test"]["roc_auc"]
-    out: dict[str, Any] = {
-        "model": model_auc,
-        **{name: b["test"]["roc_auc"] for name, b in base.items()},
-        "oracle": orc["test"]["roc_auc"] if orc else None,
-    }
-    others = [b["test"]["roc_auc"] for b in base.values()]
-    out["beats_baselines"] = model_auc is not None and all(
-        auc is not None and model_auc > auc for auc in others
-    )
-    out["fraction_of_oracle"] = (
-        model_auc / out["oracle"] if orc and model_auc is not None and out["oracle"] else None
-    )
-    return out
 
 
 def _metrics_table(metrics: dict, base: dict, orc: dict | None) -> str:
@@ -146,6 +82,7 @@ def popularity_model(
     config: TrainingConfig,
     object_store: ObjectStoreResource,
     versioning: VersioningResource,
+    ground_truth: GroundTruthResource,
 ):
     """Predicts whether a new photo becomes popular, from what is known one hour after upload
     (author history, early activity, caption meaning, image class). Trained on one audited
@@ -167,7 +104,7 @@ def popularity_model(
         patience=config.patience,
     )
     context.log.info("training on dataset commit %s on %s", commit, device)
-    model, metrics, base, orc, preds = train_from_commit(vs, commit, cfg)
+    model, metrics, base, orc, preds = train_from_commit(vs, commit, cfg, ground_truth.photos())
     headline = summary(metrics, base, orc)
 
     prefix = R.run_prefix(context.run_id)
@@ -242,36 +179,3 @@ def popularity_model(
             ),
         }
     )
-
-
-def reproduce_manifest(
-    vs: Any, manifest: dict[str, Any], device: str | None = None
-) -> dict[str, Any]:
-    """Retrain from a manifest and return the same structure, plus how close it came."""
-    cfg = T.TrainConfig.from_dict(manifest["config"])
-    if device is not None:
-        cfg = dataclasses.replace(cfg, device=device)
-    _, metrics, base, orc, _ = train_from_commit(vs, manifest["dataset_commit"], cfg)
-    out = {
-        "kind": "popularity_model_reproduction",
-        "reproduced_from": manifest.get("manifest_uri"),
-        "manifest_uri": manifest.get("manifest_uri"),
-        "dataset_commit": manifest["dataset_commit"],
-        "code_version": code_version(),
-        "recorded_code_version": manifest.get("code_version"),
-        "seed": cfg.seed,
-        "device": cfg.device,
-        "config": cfg.to_dict(),
-        "metrics": {k: v for k, v in metrics.items() if k != "stats"},
-        "baselines": base,
-        "oracle": orc,
-        "summary": summary(metrics, base, orc),
-        "library_versions": T.library_versions(),
-    }
-    diff = T.metrics_max_diff(manifest.get("metrics", {}), metrics)
-    out["reproduction"] = {
-        "max_abs_diff": diff if np.isfinite(diff) else None,
-        "tolerance": 1e-6,
-        "matches": bool(diff <= 1e-6),
-    }
-    return json.loads(json.dumps(out, default=str))

@@ -1,0 +1,74 @@
+"""Which dataset version a consumer reads, and what a published version was built from.
+
+Shared by the dataset, training and exploration assets, the schedules and the CLI.
+"""
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+
+from my_data_platform.core.versioning import VersioningError, VersionStore
+from my_data_platform.defs.metadata import latest_metadata
+
+KEY = dg.AssetKey(["datasets", "popularity"])
+PHOTOS = dg.AssetKey(["warehouse", "photos"])
+UPSTREAM = [
+    dg.AssetKey(["features", "training_examples"]),
+    dg.AssetKey(["lake", "photos"]),
+    PHOTOS,
+]
+
+
+def dataset_commit(instance: dg.DagsterInstance, vs: VersionStore, ref: str | None) -> str:
+    """The dataset version a consumer reads: ``ref`` (a commit id, tag or branch) resolved to
+    its commit, or by default the commit this asset last published (from its metadata)."""
+    if ref:
+        try:
+            return vs.resolve_ref(ref)
+        except VersioningError as exc:
+            raise dg.Failure(f"dataset_commit {ref!r}: {exc}") from exc
+    commit = latest_metadata(instance, KEY).get("dataset_commit")
+    if not commit:
+        raise dg.Failure(
+            "the newest datasets/popularity materialization has no dataset_commit; "
+            "publish one first (or pass dataset_commit in the run config)"
+        )
+    return str(commit)
+
+
+def code_version() -> str:
+    """The git commit of the code that built the dataset (or the package version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("my_data_platform")
+    except PackageNotFoundError:
+        __version__ = "0+unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return f"{__version__}+g{sha[:12]}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def upstream_versions(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The newest materialization (event storage id, run id, time) of each upstream asset."""
+    out: dict[str, str] = {}
+    for key in UPSTREAM:
+        records = instance.fetch_materializations(key, limit=1).records
+        if records:
+            rec = records[0]
+            when = dt.datetime.fromtimestamp(rec.timestamp, dt.UTC).isoformat(timespec="seconds")
+            out[key.to_user_string()] = (
+                f"materialization {rec.storage_id} (run {rec.run_id}, {when})"
+            )
+    return out
