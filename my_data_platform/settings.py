@@ -29,6 +29,8 @@ SECRET_VARS = (
     "LAKEFS_SECRET_ACCESS_KEY",
     "MDP_FIFTYONE_DATABASE_URI",
     "MDP_ALERT_WEBHOOK_URL",
+    "MDP_ANALYST_AWS_ACCESS_KEY_ID",
+    "MDP_ANALYST_AWS_SECRET_ACCESS_KEY",
 )
 """Variables that may hold a password or a token: resources get them as ``dg.EnvVar``s."""
 
@@ -68,6 +70,9 @@ class Settings:
     schedule_timezone: str
     nightly_cron: str
     mongod_debug: bool
+    analyst_memory_limit: str
+    analyst_threads: int
+    analyst_timeout_s: float
     secrets_set: frozenset[str]
 
     @property
@@ -203,6 +208,9 @@ def get_settings() -> Settings:
         schedule_timezone=_timezone("MDP_SCHEDULE_TIMEZONE"),
         nightly_cron=_cron("MDP_NIGHTLY_CRON", "0 2 * * *"),
         mongod_debug=_flag("MDP_MONGOD_DEBUG"),
+        analyst_memory_limit=_env("MDP_ANALYST_MEMORY_LIMIT", "2GB") or "2GB",
+        analyst_threads=max(1, _int("MDP_ANALYST_THREADS", 2) or 1),
+        analyst_timeout_s=_float("MDP_ANALYST_TIMEOUT_S", 60.0) or 60.0,
         secrets_set=frozenset(n for n in SECRET_VARS if _env(n) is not None),
     )
 
@@ -210,6 +218,21 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment between cases)."""
     get_settings.cache_clear()
+
+
+def analyst_s3_credentials() -> tuple[str, str] | None:
+    """The analyst session's own read-only S3 key pair (``MDP_ANALYST_AWS_ACCESS_KEY_ID`` and
+    ``MDP_ANALYST_AWS_SECRET_ACCESS_KEY``), or None; never the pipeline's ``AWS_*`` keys."""
+    key_id, secret = (
+        _env("MDP_ANALYST_AWS_ACCESS_KEY_ID"),
+        _env("MDP_ANALYST_AWS_SECRET_ACCESS_KEY"),
+    )
+    if (key_id is None) != (secret is None):
+        raise SettingsError(
+            "set both MDP_ANALYST_AWS_ACCESS_KEY_ID and MDP_ANALYST_AWS_SECRET_ACCESS_KEY, "
+            "or neither"
+        )
+    return None if key_id is None or secret is None else (key_id, secret)
 
 
 # --- the environment that configures libraries -------------------------------------------------

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs `mdp` in subprocesses on a generated world
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -49,6 +49,7 @@ def test_all_assets_load_with_groups_kinds_and_docs(data_env: Path) -> None:
     assert "landed_equals_loaded_plus_quarantined" in checks
 
 
+@pytest.mark.slow  # two `dagster definitions validate` subprocesses
 def test_dagster_definitions_validate_passes(data_env: Path) -> None:
     env = {**os.environ, "MDP_DATA_DIR": str(data_env), "DAGSTER_HOME": str(data_env / "dh")}
     (data_env / "dh").mkdir()

@@ -11,7 +11,8 @@ from my_data_platform.cli._common import console, object_store
 
 def demo_summary() -> None:
     """Print where to look after `make demo`."""
-    from my_data_platform.core.warehouse import location_from_settings, run_analyst_query
+    from my_data_platform.core.warehouse import run_analyst_query
+    from my_data_platform.defs.warehouse.location import location_from_settings
 
     loc = location_from_settings()
     _, rows = run_analyst_query(

@@ -33,14 +33,15 @@ def features_get(
     import polars as pl
 
     from my_data_platform.core import features as F
-    from my_data_platform.core.warehouse import analyst_connection, location_from_settings
-    from my_data_platform.defs.features.assets import classifier_outputs
+    from my_data_platform.core.warehouse import analyst_connection
     from my_data_platform.defs.features.inputs import (
         observed_until,
         read_warehouse_table,
         scan_lake_events,
     )
+    from my_data_platform.defs.features.objects import classifier_outputs
     from my_data_platform.defs.features.resources import feature_settings_from_settings
+    from my_data_platform.defs.warehouse.location import location_from_settings
 
     if format not in ("table", "json"):
         fail(f"--format must be table or json, got {format!r}")

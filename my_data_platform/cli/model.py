@@ -95,7 +95,7 @@ def train(
         )
     require_data_dir()
     from my_data_platform.core.versioning import VersioningError
-    from my_data_platform.defs.training.assets import reproduce_manifest
+    from my_data_platform.defs.training.reproduce import reproduce_manifest
 
     m = _read_manifest(reproduce)
     try:

@@ -5,7 +5,6 @@ model's mistakes written back to it. Pure Python: callers pass a connected ``fif
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor

@@ -17,6 +17,9 @@ from my_data_platform.core import mongo as M
 from my_data_platform.core.objectstore import LocalObjectStore
 from my_data_platform_tests.defs.exploration.tiny import mongo_uri, tiny_frames  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts the bundled mongod
+
+
 N = 12
 DB = "mdp-test-core"
 

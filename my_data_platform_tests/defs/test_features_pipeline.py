@@ -18,6 +18,9 @@ from my_data_platform.runner import execute_plan, plan_refresh
 from my_data_platform.synth import WorldConfig
 from my_data_platform_tests.conftest import pipeline_world
 
+pytestmark = pytest.mark.slow  # materializes the feature and dataset graph on a generated world
+
+
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=5)
 TABLES = [
     "caption_embeddings",

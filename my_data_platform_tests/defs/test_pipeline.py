@@ -78,7 +78,7 @@ def _snapshot() -> dict[str, pl.DataFrame]:
     conn = wh.analyst_connection(location_from_settings(), store)
     try:
         return {
-            t: pl.from_arrow(conn.execute(f"SELECT * FROM warehouse.{t}").fetch_arrow_table()).sort(
+            t: pl.from_arrow(conn.execute(f"SELECT * FROM warehouse.{t}").to_arrow_table()).sort(
                 pl.all()
             )
             for t in TABLES
@@ -166,6 +166,7 @@ def _assert_world_loaded_correctly(outcomes: list) -> None:
     assert all(not o.failed_checks for o in outcomes)
 
 
+@pytest.mark.slow  # generates a world and runs the lake and warehouse twice
 def test_local_full_refresh_reconciles_and_is_idempotent(data_env: Path) -> None:
     with dg.instance_for_test() as instance:
         outcomes = _seed_and_refresh(instance)

@@ -16,6 +16,9 @@ from my_data_platform.settings import reset_settings
 from my_data_platform.synth import WorldConfig
 from my_data_platform_tests.conftest import pipeline_world
 
+pytestmark = pytest.mark.slow  # a generated world, a published dataset and model training
+
+
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=11)
 SELECT = '+key:"training/popularity_model"'
 

@@ -20,7 +20,7 @@ from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.features.inputs import scan_lake_events, warehouse_input
 from my_data_platform.defs.features.objects import read_feature
 from my_data_platform.defs.features.resources import FeatureSettings
-from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet
+from my_data_platform.defs.lake.objects import PHOTOS_MANIFEST_OBJECT, read_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import png_metadata
 
@@ -65,7 +65,7 @@ def popularity_dataset(
     upstream = upstream_versions(context.instance)
     objects, _, _ = D.build_dataset(examples, photos, manifest, upstream)
 
-    branch = f"run-{context.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    branch = f"run-{context.run.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     vs.create_branch(branch, DEFAULT_BRANCH)
     vs.put_objects(branch, objects)
 
@@ -131,9 +131,9 @@ def popularity_dataset(
         return
     commit = vs.commit(
         branch,
-        f"popularity dataset from Dagster run {context.run_id}",
+        f"popularity dataset from Dagster run {context.run.run_id}",
         metadata={
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "code_version": code_version(),
             "examples": str(staged.height),
             **{f"upstream:{k}": v for k, v in upstream.items()},

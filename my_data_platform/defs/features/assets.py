@@ -14,7 +14,7 @@ from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.features.inputs import observed_until, scan_lake_events, warehouse_input
 from my_data_platform.defs.features.objects import classifier_outputs, feature_object, read_feature
 from my_data_platform.defs.features.resources import FeatureSettings, GroundTruthResource
-from my_data_platform.defs.lake.assets import PHOTOS_MANIFEST_OBJECT, read_parquet, write_parquet
+from my_data_platform.defs.lake.objects import PHOTOS_MANIFEST_OBJECT, read_parquet, write_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 GROUP = "features"

@@ -40,7 +40,7 @@ def read_warehouse_table(
         raise LookupError(f"warehouse table {schema}.{table} does not exist yet")
     # identifiers are fixed by the callers, never user input
     cols = ", ".join(f'"{c}"' for c in columns)
-    arrow = conn.execute(f'SELECT {cols} FROM "{schema}"."{table}"').fetch_arrow_table()  # noqa: S608
+    arrow = conn.execute(f'SELECT {cols} FROM "{schema}"."{table}"').to_arrow_table()  # noqa: S608
     df = pl.from_arrow(arrow)
     assert isinstance(df, pl.DataFrame)
     return df

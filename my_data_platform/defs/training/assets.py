@@ -107,7 +107,7 @@ def popularity_model(
     model, metrics, base, orc, preds = train_from_commit(vs, commit, cfg, ground_truth.photos())
     headline = summary(metrics, base, orc)
 
-    prefix = R.run_prefix(context.run_id)
+    prefix = R.run_prefix(context.run.run_id)
     curve_png = T.plot_png(metrics["curve"], "training curve")
     test_preds = preds.filter(pl.col("split") == "test")
     calibration = T.calibration_curve(test_preds["label"].to_numpy(), test_preds["p"].to_numpy())
@@ -130,7 +130,7 @@ def popularity_model(
         checkpoint_uri=store.uri(f"{prefix}/{R.CHECKPOINT}"),
     )
     manifest.update(
-        dagster_run_id=context.run_id,
+        dagster_run_id=context.run.run_id,
         dataset_repository=vs.describe(),
         predictions_uri=store.uri(f"{prefix}/{R.PREDICTIONS}"),
         summary=headline,

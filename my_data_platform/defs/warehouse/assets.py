@@ -130,7 +130,7 @@ def photo_engagement_daily(warehouse: WarehouseResource) -> dg.MaterializeResult
             conn.execute(ENGAGEMENT_SQL)
         sample = conn.execute(
             "SELECT * FROM warehouse.photo_engagement_daily LIMIT 5"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         totals = conn.execute(
             "SELECT count(*), sum(views), sum(likes), sum(comments), sum(shares) "
             "FROM warehouse.photo_engagement_daily"

@@ -44,7 +44,7 @@ def lake_days_files(
             ).fetchone() or (0,)
             sample = conn.execute(
                 f"SELECT * FROM {files.source_sql()} LIMIT 5"  # noqa: S608
-            ).fetch_arrow_table()
+            ).to_arrow_table()
             context.add_asset_metadata(
                 table_metadata(sample, row_count=int(rows or 0)), partition_key=day
             )

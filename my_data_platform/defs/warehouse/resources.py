@@ -179,7 +179,7 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
         transaction, with the true row count."""
         sample = connection.execute(
             f"{DuckDbClient.get_select_statement(table_slice)} LIMIT 5"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         return table_metadata(sample, row_count=int(inserted[0]) if inserted else 0)
 
     def load_input(
@@ -188,7 +188,7 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pl.DataFrame()
         return pl.from_arrow(
-            connection.execute(DuckDbClient.get_select_statement(table_slice)).fetch_arrow_table()
+            connection.execute(DuckDbClient.get_select_statement(table_slice)).to_arrow_table()
         )  # type: ignore[return-value]
 
     @property

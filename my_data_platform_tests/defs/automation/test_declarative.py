@@ -9,8 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from my_data_platform.runner import load_definitions
+
+pytestmark = pytest.mark.slow  # materializes a generated world and evaluates automation
+
 
 DAY1, DAY2 = "2024-03-01", "2024-03-02"
 LAKE_EVENTS = ["lake/events", "lake/events_quarantine"]

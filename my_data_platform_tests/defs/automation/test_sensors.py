@@ -235,6 +235,7 @@ def test_events_sensor_same_files_give_the_same_run_key_after_cursor_loss(
     assert [r.run_key for r in t.tick().run_requests or []] == first
 
 
+@pytest.mark.slow  # lands 50,000 files
 def test_events_sensor_resumes_from_its_cursor_on_a_large_prefix(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     days = [f"2023-{m:02d}-{d:02d}" for m in range(1, 5) for d in range(1, 26)]  # 100 days

@@ -26,6 +26,9 @@ from my_data_platform.synth import WorldConfig
 from my_data_platform_tests.conftest import pipeline_world
 from my_data_platform_tests.defs.exploration.tiny import mongo_uri  # noqa: F401
 
+pytestmark = pytest.mark.slow  # a generated world, the whole graph and the bundled mongod
+
+
 CONFIG = WorldConfig(days=3, users=40, photos=240, events_per_day=3_000, seed=5)
 DB = "mdp-test-assets"
 

@@ -23,6 +23,9 @@ from my_data_platform.defs.lake.resources import LocalObjectStoreResource
 from my_data_platform.defs.warehouse.resources import DuckLakeIOManager
 from my_data_platform_tests.conftest import wait_for_file
 
+pytestmark = pytest.mark.slow  # writer and reader processes on real DuckLake catalogs
+
+
 parts = dg.StaticPartitionsDefinition(["a", "b"])
 ROWS = 20_000
 
