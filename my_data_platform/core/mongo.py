@@ -1,24 +1,7 @@
 """One shared ``mongod`` per database directory, for FiftyOne's embedded default.
 
-FiftyOne starts a private ``mongod`` per Python process unless it is given a URI. Several Dagster
-step processes (and ``mdp explore``) would then race for the same data folder, and only one
-``mongod`` may own it. Here the first caller starts one (under a lock file, so only one caller
-ever starts it), records its pid and port, and every later caller reuses it.
-
-Layout of ``db_dir``::
-
-    data/          the mongod --dbpath
-    mongod.log     its log (the tail is quoted when it fails to start)
-    mongod.json    {"pid", "port", "uri", "dbpath", "supervisor_pid"} of the running one
-    mongod.lock    the fcntl lock held while starting, checking or stopping it
-    lease          touched by every ensure_mongod: "someone is about to connect"
-    supervisor.log what the supervisor decided (every poll with MDP_MONGOD_DEBUG=1)
-
-``mongod`` runs detached (``--fork``), so it outlives the step that started it. A small
-supervisor process (``python -m my_data_platform.core.mongo supervise``) stops it after
-``idle_timeout_s`` seconds with no client connected and no recent lease, or when ``db_dir`` is
-removed, so a laptop or a test run is not left with a stray server; the next caller simply
-starts a new one (about a second).
+The first caller starts it under a lock and later callers reuse it; a small supervisor stops it
+when idle. The folder layout and the reasons are in docs/storage.md.
 """
 
 from __future__ import annotations

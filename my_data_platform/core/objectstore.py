@@ -1,16 +1,7 @@
 """Object storage behind one interface: a local folder (default) or S3.
 
-Raw payloads (landed logs, images) and lake Parquet files live here; metadata lives in the
-OLTP database and the warehouse. Both implementations give the same guarantees:
-
-* keys are validated (relative, ``/``-separated, no ``..``, no empty segments);
-* a write is atomic from a reader's point of view: a reader sees the old object or the new
-  one, never a partial file (local: temp file + ``os.replace``; S3: a single PUT);
-* ``list`` returns keys in lexicographic order and can resume after a key, so a sensor can
-  walk a large prefix incrementally (S3 ``StartAfter``);
-* objects are never modified in place: every write publishes a new object, so ``copy`` may
-  share the bytes (a hard link locally, a server-side copy on S3) and the copy stays as it was
-  when the source is rewritten or deleted.
+Raw payloads and lake Parquet live here; metadata lives in the OLTP database and the
+warehouse. The guarantees both implementations give are in docs/storage.md.
 """
 
 from __future__ import annotations
