@@ -173,14 +173,25 @@ def _forked_pid(stdout: str, db_dir: Path) -> int | None:
     return None
 
 
+# Starts argv[1:] in a new session, detached from the caller, and prints its pid.
+_DETACH = (
+    "import subprocess, sys; d = subprocess.DEVNULL; print(subprocess.Popen(sys.argv[1:], "
+    "stdin=d, stdout=d, stderr=d, start_new_session=True, close_fds=True).pid)"
+)
+
+
 def _spawn_supervisor(db_dir: Path, idle_timeout_s: float, debug: bool) -> int:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "my_data_platform.core.mongo", "supervise", str(db_dir),
-         str(idle_timeout_s), *(["--debug"] if debug else [])],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
-    )  # fmt: skip
-    return proc.pid
+    """Start the idle supervisor so that it outlives this process and is not its child: a
+    short-lived launcher starts it and exits, so nothing here is left to reap (a child still
+    running when its ``Popen`` is collected is a zombie-to-be and a ResourceWarning)."""
+    cmd = [sys.executable, "-m", "my_data_platform.core.mongo", "supervise", str(db_dir),
+           str(idle_timeout_s), *(["--debug"] if debug else [])]  # fmt: skip
+    launched = subprocess.run(
+        [sys.executable, "-c", _DETACH, *cmd], capture_output=True, text=True, timeout=60
+    )
+    if launched.returncode != 0:
+        raise MongodError(f"could not start the mongod supervisor: {launched.stderr.strip()}")
+    return int(launched.stdout.strip())
 
 
 def ensure_mongod(
