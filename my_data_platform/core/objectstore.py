@@ -151,6 +151,10 @@ class LinkRefusedError(ObjectStoreError):
     """A key's path passes through a symbolic link: the local store never follows one."""
 
 
+class NotARegularFileError(ObjectStoreError):
+    """A key names a folder, FIFO, socket or device, not an object."""
+
+
 class LocalObjectStore(ObjectStore):
     """A folder on disk: the embedded default (``$MDP_DATA_DIR/lake``).
 
@@ -252,7 +256,7 @@ class LocalObjectStore(ObjectStore):
             raise
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ObjectStoreError(f"{key!r} in {self.describe()} is not a regular file")
+                raise NotARegularFileError(f"{key!r} in {self.describe()} is not a regular file")
             return f.read()
 
     def head(self, key: str) -> ObjectInfo | None:
