@@ -303,10 +303,8 @@ def lake_photos(
     done = set(kept["key"].to_list())
     todo = [o for o in landed if o.key not in done]
     batches = [kept.to_arrow().cast(MANIFEST_SCHEMA)]
-    batch_size = 512  # bounded memory: only one batch of image bytes is held at a time
     with ThreadPoolExecutor(max_workers=4) as pool:  # reads are I/O bound on S3
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
+        for chunk in _image_batches(todo, limits):
             got = list(pool.map(lambda o: read_image(store, o, limits), chunk))
             batches.append(
                 build_manifest(zip(chunk, got, strict=True), max_pixels=limits.max_pixels)
@@ -340,6 +338,23 @@ def lake_photos(
         asset_key=PHOTOS_QUARANTINE_KEY,
         metadata={**table_metadata(quarantine), "dagster/uri": store.uri(PHOTOS_QUARANTINE_OBJECT)},
     )
+
+
+def _image_batches(
+    todo: list[ObjectInfo], limits: ImageLimits, *, files: int = 512, size: int = 256 * 2**20
+) -> list[list[ObjectInfo]]:
+    """Bounded memory: one batch of image bytes is held at a time, at most ``files`` files and
+    ``size`` listed bytes (a file over the byte limit is never read, so it does not count)."""
+    batches: list[list[ObjectInfo]] = []
+    held = 0
+    for info in todo:
+        cost = info.size if info.size <= limits.max_bytes else 0
+        if not batches or len(batches[-1]) == files or held + cost > size:
+            batches.append([])
+            held = 0
+        batches[-1].append(info)
+        held += cost
+    return batches
 
 
 def _reason_counts(quarantine: pa.Table) -> dict[str, int]:

@@ -9,8 +9,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from my_data_platform.core.objectstore import LocalObjectStore
-from my_data_platform.defs.lake.assets import lake_photos
+from my_data_platform.core.images import ImageLimits
+from my_data_platform.core.objectstore import LocalObjectStore, ObjectInfo
+from my_data_platform.defs.lake.assets import _image_batches, lake_photos
 from my_data_platform.defs.lake.objects import (
     PHOTOS_KEY,
     PHOTOS_MANIFEST_OBJECT,
@@ -123,3 +124,14 @@ def test_run_config_overrides_the_limits(data_env: Path, landed: dict[str, Any])
     assert reasons[f"{P}good_a.jpg"] == "too_many_pixels"  # 32x32 over 1023
     assert f"{P}good_b.jpg" not in reasons  # 8x16 fits
     assert reasons[f"{P}big.jpg"] == "not_an_image"  # now read, and it is no JPEG
+
+
+def test_batches_bound_the_bytes_held() -> None:
+    def info(i: int, size: int) -> ObjectInfo:
+        return ObjectInfo(key=f"{P}{i:03}.jpg", size=size, etag="e")
+
+    limits = ImageLimits(max_bytes=50)
+    todo = [info(0, 40), info(1, 40), info(2, 10**9), info(3, 20), info(4, 50)]
+    batches = _image_batches(todo, limits, files=3, size=60)
+    assert [[o.key[-7:-4] for o in b] for b in batches] == [["000"], ["001", "002", "003"], ["004"]]
+    assert _image_batches([], limits) == []
