@@ -21,6 +21,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from my_data_platform.core.fsutil import atomic_write
 from my_data_platform.defs.lake.objects import list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.partitions import event_days
@@ -34,18 +35,38 @@ def load_definitions() -> dg.Definitions:
     return defs() if callable(defs) else defs  # type: ignore[operator]
 
 
+INSTANCE_STORAGE_KEYS = (
+    "storage",
+    "run_storage",
+    "event_log_storage",
+    "schedule_storage",
+    "local_artifact_storage",
+    "compute_logs",
+)
+"""Keys that say where an instance keeps its state: they belong to the instance, never the repo."""
+
+
 def write_instance_config(home: Path) -> Path:
-    """Write the project's dagster.yaml into ``home``, minus its repo-relative ``storage``
-    block, so the instance's storage defaults to ``home`` itself."""
+    """Merge the project's dagster.yaml into ``home/dagster.yaml``.
+
+    The repo's keys win, except storage keys, which the repo never sets: a SQLite instance then
+    stores under ``home``, and storage an operator configured there (PostgreSQL) is kept, as is
+    any other key the repo does not set.
+    """
     import yaml
 
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()) or {}
-    config.pop("storage", None)
     target = home / "dagster.yaml"
-    text = "# written by my_data_platform from the repo's dagster.yaml\n" + yaml.safe_dump(config)
+    existing = yaml.safe_load(target.read_text()) if target.exists() else None
+    if existing is not None and not isinstance(existing, dict):
+        raise ValueError(f"{target} must hold a YAML mapping, got {type(existing).__name__}")
+    repo = {k: v for k, v in config.items() if k not in INSTANCE_STORAGE_KEYS}
+    merged = {**(existing or {}), **repo}
+    text = "# merged by my_data_platform from the repo's dagster.yaml\n" + yaml.safe_dump(merged)
     if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+        with atomic_write(target, "w") as f:  # a crash never loses the operator's storage
+            f.write(text)
     return target
 
 

@@ -7,9 +7,12 @@ warehouse. The guarantees both implementations give are in docs/storage.md.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -141,8 +144,26 @@ class ObjectStore(ABC):
         return None
 
 
+_log = logging.getLogger(__name__)
+
+
+class LinkRefusedError(ObjectStoreError):
+    """A key's path passes through a symbolic link: the local store never follows one."""
+
+
+class NotARegularFileError(ObjectStoreError):
+    """A key names a folder, FIFO, socket or device, not an object."""
+
+
 class LocalObjectStore(ObjectStore):
-    """A folder on disk: the embedded default (``$MDP_DATA_DIR/lake``)."""
+    """A folder on disk: the embedded default (``$MDP_DATA_DIR/lake``).
+
+    It never follows a symbolic link below its root, wherever the link points (inside or out):
+    the store makes none itself, a link placed by someone else can be retargeted at any time,
+    and a link that stays inside today would make one object readable under two keys. Listing
+    skips links (and anything that is not a regular file or folder); every other operation on
+    a key whose path passes through one raises :class:`LinkRefusedError`.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
@@ -151,7 +172,24 @@ class LocalObjectStore(ObjectStore):
         return f"local folder {self.root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / validate_key(key)
+        path = self.root / validate_key(key)
+        # The root is resolved and keys hold no '.' or '..', so the resolved path differs
+        # from the plain one exactly when an existing component is a symbolic link.
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            resolved = None
+        if resolved != path:
+            where = (
+                "outside"
+                if resolved is None or not resolved.is_relative_to(self.root)
+                else "inside"
+            )
+            raise LinkRefusedError(
+                f"{key!r} in {self.describe()} passes through a symbolic link (pointing "
+                f"{where} the store); the local store never follows links"
+            )
+        return path
 
     def _info(self, key: str, path: Path) -> ObjectInfo:
         st = path.stat()
@@ -204,9 +242,22 @@ class LocalObjectStore(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            # O_NOFOLLOW: a link swapped in after the check above is refused, not followed;
+            # O_NONBLOCK: a FIFO does not hang the open
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{key!r} not found in {self.describe()}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LinkRefusedError(
+                    f"{key!r} in {self.describe()} is a symbolic link; the local store never "
+                    "follows links"
+                ) from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise NotARegularFileError(f"{key!r} in {self.describe()} is not a regular file")
+            return f.read()
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -220,6 +271,12 @@ class LocalObjectStore(ObjectStore):
         # sort before ``start_after`` so a resumed listing does not re-stat old files.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start_dir = self.root / base if base else self.root
+        if base:
+            try:
+                self._path(base)
+            except LinkRefusedError as exc:
+                _log.warning("listing skips %s", exc)
+                return
         if not start_dir.is_dir():
             return
         yield from self._walk(start_dir, base, prefix, start_after)
@@ -235,6 +292,13 @@ class LocalObjectStore(ObjectStore):
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             key = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_symlink():
+                _log.warning(
+                    "listing skips %r in %s: a symbolic link is never followed",
+                    key,
+                    self.describe(),
+                )
+                continue
             if entry.is_dir(follow_symlinks=False):
                 dir_key = key + "/"
                 if not (dir_key.startswith(prefix) or prefix.startswith(dir_key)):
@@ -243,8 +307,10 @@ class LocalObjectStore(ObjectStore):
                 if start_after is not None and not (dir_key + "\U0010ffff" > start_after):
                     continue
                 yield from self._walk(Path(entry.path), key, prefix, start_after)
+            elif not entry.is_file(follow_symlinks=False):
+                continue  # a FIFO, socket or device is not an object
             elif key.startswith(prefix) and (start_after is None or key > start_after):
-                st = entry.stat()
+                st = entry.stat(follow_symlinks=False)
                 yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_mtime_ns}-{st.st_size}")
 
     def delete(self, key: str) -> None:

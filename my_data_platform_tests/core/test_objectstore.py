@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from my_data_platform.core.objectstore import (
     InvalidKeyError,
+    LinkRefusedError,
     LocalObjectStore,
     ObjectNotFoundError,
     ObjectStore,
@@ -191,3 +194,88 @@ def test_unreachable_s3_endpoint_is_a_clear_error() -> None:
     store = S3ObjectStore(client, "bucket", endpoint_url="http://127.0.0.1:9")
     with pytest.raises(ObjectStoreError, match=r"127\.0\.0\.1:9"):
         list(store.list("landing/"))
+
+
+# --- containment: the local store never follows a symbolic link -------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> tuple[LocalObjectStore, Path]:
+    """A store whose landing area holds links out of and within its root, beside a canary."""
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    canary = outside / "passwd"
+    canary.write_bytes(b"root:x:0:0:canary\n")
+    (outside / "dir" / "secret.txt").write_bytes(b"secret")
+    store = LocalObjectStore(tmp_path / "lake")
+    store.put_bytes("landing/ok.txt", b"ok")
+    land = store.root / "landing"
+    (land / "file_out.txt").symlink_to(canary)
+    (land / "dir_out").symlink_to(outside / "dir", target_is_directory=True)
+    (land / "file_in.txt").symlink_to(land / "ok.txt")
+    (land / "loop").symlink_to(land / "loop")
+    (land / "dangling").symlink_to(outside / "missing")
+    os.mkfifo(land / "fifo")
+    return store, canary
+
+
+def test_listing_skips_links_and_special_files(linked: tuple[LocalObjectStore, Path]) -> None:
+    store, _ = linked
+    assert [o.key for o in store.list("landing/")] == ["landing/ok.txt"]
+    assert [o.key for o in store.list("")] == ["landing/ok.txt"]
+    assert list(store.list("landing/dir_out/")) == []  # a listing never starts inside a link
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "landing/file_out.txt",
+        "landing/dir_out/secret.txt",
+        "landing/file_in.txt",
+        "landing/loop",
+        "landing/dangling",
+    ],
+)
+def test_reads_and_writes_through_a_link_are_refused_naming_the_key(
+    linked: tuple[LocalObjectStore, Path], key: str
+) -> None:
+    store, canary = linked
+    before = canary.read_bytes()
+    for op in (
+        lambda: store.get_bytes(key),
+        lambda: store.head(key),
+        lambda: store.uri(key),
+        lambda: store.put_bytes(key, b"overwritten"),
+        lambda: store.copy("landing/ok.txt", key),
+        lambda: store.copy(key, "landing/copy.txt"),
+        lambda: store.delete(key),
+    ):
+        with pytest.raises(LinkRefusedError, match=re.escape(repr(key))):
+            op()
+    assert canary.read_bytes() == before
+    assert (canary.parent / "dir" / "secret.txt").read_bytes() == b"secret"
+    assert not (canary.parent / "missing").exists()
+    assert not store.exists("landing/copy.txt")
+
+
+def test_writing_under_a_linked_folder_is_refused(linked: tuple[LocalObjectStore, Path]) -> None:
+    store, canary = linked
+    with pytest.raises(LinkRefusedError, match="dir_out"):
+        store.put_bytes("landing/dir_out/new.txt", b"x")
+    assert sorted(p.name for p in (canary.parent / "dir").iterdir()) == ["secret.txt"]
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(
+    linked: tuple[LocalObjectStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = linked
+    # the check passes on the plain path; the open must still refuse the link
+    monkeypatch.setattr(LocalObjectStore, "_path", lambda self, key: self.root / key)
+    with pytest.raises(LinkRefusedError, match="file_out"):
+        store.get_bytes("landing/file_out.txt")
+
+
+def test_special_files_are_not_read(linked: tuple[LocalObjectStore, Path]) -> None:
+    store, _ = linked
+    with pytest.raises(ObjectStoreError, match="not a regular file"):
+        store.get_bytes("landing/fifo")

@@ -15,7 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from my_data_platform.core.events import EVENTS_SCHEMA, ingest_day
-from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
+from my_data_platform.core.images import (
+    IMAGE_SUFFIXES,
+    MANIFEST_SCHEMA,
+    ImageLimits,
+    build_manifest,
+    read_image,
+)
 from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
@@ -229,6 +235,24 @@ def _per_day_table(per_day: dict[str, dict[str, int]]) -> str:
     return markdown_preview(df, rows=len(per_day))
 
 
+class LakePhotosConfig(dg.Config):
+    """Run config (Launchpad): per-image limits, checked before any pixel is decoded."""
+
+    max_image_pixels: int | None = None
+    """Width x height a header may claim; default: ``MDP_LANDING_MAX_IMAGE_PIXELS``."""
+    max_image_bytes: int | None = None
+    """Bytes one image file may hold; default: ``MDP_LANDING_MAX_IMAGE_BYTES``."""
+
+    def limits(self) -> ImageLimits:
+        from my_data_platform.settings import get_settings
+
+        s = get_settings()
+        return ImageLimits(
+            max_pixels=self.max_image_pixels or s.landing_max_image_pixels,
+            max_bytes=self.max_image_bytes or s.landing_max_image_bytes,
+        )
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -245,14 +269,21 @@ def _per_day_table(per_day: dict[str, dict[str, int]]) -> str:
             PHOTOS_QUARANTINE_KEY,
             deps=[["landing", "photos"]],
             kinds={"s3", "parquet"},
-            description="Image files that do not decode (truncated, not an image) and why.",
+            description=(
+                "Image files that are not usable and why: unreadable (a symbolic link, "
+                "permission denied), over a limit (too_many_bytes, too_many_pixels), "
+                "not_an_image, truncated or undecodable."
+            ),
         ),
     ],
     group_name="lake",
     can_subset=False,
 )
-def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreResource):
+def lake_photos(
+    context: dg.AssetExecutionContext, config: LakePhotosConfig, object_store: ObjectStoreResource
+):
     store = object_store.get_store()
+    limits = config.limits()
     landed = [o for o in store.list("landing/photos/") if o.key.lower().endswith(IMAGE_SUFFIXES)]
     if not landed:
         raise dg.Failure(f"no landed images under 'landing/photos/' in {store.describe()}")
@@ -266,18 +297,17 @@ def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreReso
         {"key": [o.key for o in landed], "etag": [o.etag for o in landed]},
         schema={"key": pl.String, "etag": pl.String},
     )
-    # Incremental: only new or rewritten files are read and decoded again.
-    kept = previous.join(current, on=["key", "etag"], how="semi")
-    todo = current.join(previous.select("key", "etag"), on=["key", "etag"], how="anti")
+    # Incremental: only new or rewritten files are read and decoded again, and every file in
+    # quarantine (a fixed permission or a raised limit takes effect without a rewrite).
+    kept = previous.filter(pl.col("decodable")).join(current, on=["key", "etag"], how="semi")
+    done = set(kept["key"].to_list())
+    todo = [o for o in landed if o.key not in done]
     batches = [kept.to_arrow().cast(MANIFEST_SCHEMA)]
-    rows = todo.rows()
-    batch_size = 512  # bounded memory: only one batch of image bytes is held at a time
     with ThreadPoolExecutor(max_workers=4) as pool:  # reads are I/O bound on S3
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            datas = list(pool.map(store.get_bytes, [k for k, _ in chunk]))
+        for chunk in _image_batches(todo, limits):
+            got = list(pool.map(lambda o: read_image(store, o, limits), chunk))
             batches.append(
-                build_manifest((k, e, d) for (k, e), d in zip(chunk, datas, strict=True))
+                build_manifest(zip(chunk, got, strict=True), max_pixels=limits.max_pixels)
             )
     manifest = pa.concat_tables(batches).sort_by("key")
     bad = manifest.filter(pa.compute.invert(manifest["decodable"]))
@@ -289,16 +319,17 @@ def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreReso
     context.log.info(
         "%d images (%d newly inspected), %d undecodable",
         manifest.num_rows,
-        todo.height,
+        len(todo),
         bad.num_rows,
     )
     yield dg.MaterializeResult(
         asset_key=PHOTOS_KEY,
         metadata={
             **table_metadata(manifest),
-            "newly_inspected": todo.height,
+            "newly_inspected": len(todo),
             "landing_digest": landing_digest(landed),
             "undecodable": bad.num_rows,
+            "quarantined_by_reason": dg.MetadataValue.json(_reason_counts(quarantine)),
             "total_bytes": int(pa.compute.sum(manifest["bytes"]).as_py() or 0),
             "dagster/uri": store.uri(PHOTOS_MANIFEST_OBJECT),
         },
@@ -307,3 +338,26 @@ def lake_photos(context: dg.AssetExecutionContext, object_store: ObjectStoreReso
         asset_key=PHOTOS_QUARANTINE_KEY,
         metadata={**table_metadata(quarantine), "dagster/uri": store.uri(PHOTOS_QUARANTINE_OBJECT)},
     )
+
+
+def _image_batches(
+    todo: list[ObjectInfo], limits: ImageLimits, *, files: int = 512, size: int = 256 * 2**20
+) -> list[list[ObjectInfo]]:
+    """Bounded memory: one batch of image bytes is held at a time, at most ``files`` files and
+    ``size`` listed bytes (a file over the byte limit is never read, so it does not count)."""
+    batches: list[list[ObjectInfo]] = []
+    held = 0
+    for info in todo:
+        cost = info.size if info.size <= limits.max_bytes else 0
+        if not batches or len(batches[-1]) == files or held + cost > size:
+            batches.append([])
+            held = 0
+        batches[-1].append(info)
+        held += cost
+    return batches
+
+
+def _reason_counts(quarantine: pa.Table) -> dict[str, int]:
+    """Quarantined files per reason code (the part of a reason before any ``:``)."""
+    codes = [r.split(":", 1)[0] for r in quarantine["reason"].to_pylist()]
+    return {c: codes.count(c) for c in sorted(set(codes))}
