@@ -74,6 +74,8 @@ class Settings:
     analyst_threads: int
     analyst_timeout_s: float
     secrets_set: frozenset[str]
+    landing_max_inflated_bytes: int = 512 << 20
+    landing_max_line_bytes: int = 1 << 20
 
     @property
     def lake_root(self) -> Path:
@@ -212,6 +214,8 @@ def get_settings() -> Settings:
         analyst_threads=max(1, _int("MDP_ANALYST_THREADS", 2) or 1),
         analyst_timeout_s=_float("MDP_ANALYST_TIMEOUT_S", 60.0) or 60.0,
         secrets_set=frozenset(n for n in SECRET_VARS if _env(n) is not None),
+        landing_max_inflated_bytes=_int("MDP_LANDING_MAX_INFLATED_BYTES", 512 << 20) or 512 << 20,
+        landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
     )
 
 

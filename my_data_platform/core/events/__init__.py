@@ -11,6 +11,7 @@ from my_data_platform.core.events.contract import (
     FIELDS,
     QUARANTINE_SCHEMA,
     REQUIRED_FIELDS,
+    LandingLimits,
 )
 from my_data_platform.core.events.decode import DecodedLines, decompress_lines
 from my_data_platform.core.events.ingest import (
@@ -34,6 +35,7 @@ __all__ = [
     "Ids",
     "IngestResult",
     "IngestStats",
+    "LandingLimits",
     "decompress_lines",
     "ingest_day",
 ]

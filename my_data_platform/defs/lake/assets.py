@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from my_data_platform.core.events import EVENTS_SCHEMA, ingest_day
+from my_data_platform.core.events import EVENTS_SCHEMA, LandingLimits, ingest_day
 from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
 from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.objects import (
@@ -68,8 +68,9 @@ def _parse_day(day: str) -> dt.date:
             kinds={"s3", "parquet"},
             description=(
                 "Every landed line that was not loaded, with its original text, file, line number "
-                "and reason (malformed JSON, missing field, wrong type, unknown id, duplicate), "
-                "plus one record per unreadable file. Nothing that lands is silently dropped."
+                "and reason (malformed JSON, missing field, wrong type, unknown id, duplicate, "
+                "line too long), plus one record per file that was not read to its end "
+                "(unreadable, too large, invalid name). Nothing that lands is silently dropped."
             ),
         ),
     ],
@@ -114,8 +115,11 @@ def lake_events(
     # Read once, while the first day's first files are being validated.
     user_ids = functools.cache(functools.partial(oltp.read_ids, "users", "user_id"))
     photo_ids = functools.cache(functools.partial(oltp.read_ids, "photos", "photo_id"))
+    limits = object_store.landing_limits()
     per_day = {
-        day: _ingest_partition(context, store, day, dates[day], landed[day], user_ids, photo_ids)
+        day: _ingest_partition(
+            context, store, day, dates[day], landed[day], user_ids, photo_ids, limits
+        )
         for day in days
     }
     totals = {k: sum(c[k] for c in per_day.values()) for k in COUNT_KEYS}
@@ -163,6 +167,7 @@ def _ingest_partition(
     objects: list[ObjectInfo],
     user_ids: Any,
     photo_ids: Any,
+    limits: LandingLimits,
 ) -> dict[str, int]:
     """Ingest one landing day into the lake and attach its metadata to that day's
     materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
@@ -180,6 +185,7 @@ def _ingest_partition(
             photo_ids,
             sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
             keep_events=False,
+            limits=limits,
         )
     stats = result.stats
     write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
