@@ -14,7 +14,7 @@ import pyarrow as pa
 from my_data_platform.core.events.decode import DecodedLines
 
 if TYPE_CHECKING:
-    from my_data_platform.core.events.ingest import _FileError
+    from my_data_platform.core.events.failures import _FileError
 
 
 @dataclass
