@@ -11,9 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from my_data_platform.core.duck import quote_ident
 from my_data_platform.core.events import LandingLimits, ingest_day
 from my_data_platform.core.events.contract import RAW_PREFIX_BYTES
 from my_data_platform.core.objectstore import InvalidKeyError, ObjectNotFoundError, validate_key
+from my_data_platform.core.versioning.base import looks_like_commit_id, validate_ref_name
 from my_data_platform_tests.core.events.landed import DAY, PHOTOS, USERS, gz, line, run
 
 SMALL = LandingLimits(max_inflated_bytes=64 << 10, max_line_bytes=1000)
@@ -176,3 +178,21 @@ def test_quarantine_columns_for_ordinary_lines_are_null() -> None:
     q = result.quarantine
     assert q.column("length").null_count == q.column("offset").null_count == 1
     assert q.schema.field("sha256").type == pa.string()
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(validate_ref_name, id="versioning-ref"),
+        pytest.param(quote_ident, id="duckdb-identifier"),
+    ],
+)
+def test_refs_and_identifiers_ending_in_a_newline_are_refused(check: Any) -> None:
+    assert check("main") in ("main", '"main"')
+    with pytest.raises(ValueError):
+        check("main\n")
+
+
+def test_a_commit_id_with_a_trailing_newline_is_not_a_commit_id() -> None:
+    assert looks_like_commit_id("a" * 64)
+    assert not looks_like_commit_id("a" * 64 + "\n")
