@@ -14,6 +14,7 @@ from my_data_platform.core.events.contract import (
     LandingLimits,
 )
 from my_data_platform.core.events.decode import DecodedLines, decompress_lines
+from my_data_platform.core.events.failures import ObjectTooLarge
 from my_data_platform.core.events.ingest import (
     PREVIEW_ROWS,
     EventsSink,
@@ -36,6 +37,7 @@ __all__ = [
     "IngestResult",
     "IngestStats",
     "LandingLimits",
+    "ObjectTooLarge",
     "decompress_lines",
     "ingest_day",
 ]

@@ -16,6 +16,15 @@ from my_data_platform.core.events.contract import QUARANTINE_SCHEMA
 from my_data_platform.core.objectstore import InvalidKeyError, ObjectNotFoundError, validate_key
 
 
+class ObjectTooLarge(Exception):
+    """Raised by a reader that refuses to read an object whose stored size is over the limit
+    (its ``size`` and the ``limit``): the file becomes a ``file_too_large`` row unread."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size, limit)
+        self.size, self.limit = size, limit
+
+
 class _FileError(NamedTuple):
     """A file that was not read to its end, or not at all: one quarantine row."""
 
@@ -42,6 +51,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _read_failure(name: str, exc: Exception) -> _FileError:
+    if isinstance(exc, ObjectTooLarge):
+        detail = f"stored object is {exc.size} bytes, over the limit of {exc.limit}; not read"
+        return _FileError(name, "file_too_large", detail, exc.size)
     if isinstance(exc, InvalidKeyError):
         return _FileError(name, "invalid_name", "not a valid object key")
     if isinstance(exc, PermissionError):

@@ -14,7 +14,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from my_data_platform.core.events import EVENTS_SCHEMA, LandingLimits, ingest_day
+from my_data_platform.core.events import (
+    EVENTS_SCHEMA,
+    LandingLimits,
+    ObjectTooLarge,
+    ingest_day,
+)
 from my_data_platform.core.images import IMAGE_SUFFIXES, MANIFEST_SCHEMA, build_manifest
 from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
 from my_data_platform.defs.lake.objects import (
@@ -172,23 +177,22 @@ def _ingest_partition(
     """Ingest one landing day into the lake and attach its metadata to that day's
     materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
     # Each file is read by the worker that validates it, and loaded rows stream into the
-    # Parquet file while later files are still being validated; the file is published only
-    # once the whole day has been ingested and written.
-    with (
-        store.writing(lake_events_object(day), suffix=".parquet") as path,
-        pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer,
-    ):
-        result = ingest_day(
-            [(o.key, functools.partial(store.get_bytes, o.key)) for o in objects],
-            date,
-            user_ids,
-            photo_ids,
-            sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
-            keep_events=False,
-            limits=limits,
-        )
+    # Parquet file while later files are still being validated. The quarantine is published
+    # inside the events file's block, so a failure before the end publishes neither; the
+    # events file is published last, once the whole day has been ingested and written.
+    with store.writing(lake_events_object(day), suffix=".parquet") as path:
+        with pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer:
+            result = ingest_day(
+                [(o.key, _reader(store, o, limits)) for o in objects],
+                date,
+                user_ids,
+                photo_ids,
+                sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
+                keep_events=False,
+                limits=limits,
+            )
+        write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     stats = result.stats
-    write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     context.log.info(
         "day %s: %d files, %d landed lines, %d loaded, %d quarantined (%d duplicates), "
         "%d unreadable files",
@@ -227,6 +231,19 @@ def _ingest_partition(
         partition_key=day,
     )
     return counts
+
+
+def _reader(store: ObjectStore, o: ObjectInfo, limits: LandingLimits) -> Any:
+    """Reads a landed object when a worker asks; one stored over the inflated-size limit is
+    not read at all (plain, it is too large; gzip never inflates to less than it stores but
+    for empty members)."""
+    if o.size > limits.max_inflated_bytes:
+
+        def refuse() -> bytes:
+            raise ObjectTooLarge(o.size, limits.max_inflated_bytes)
+
+        return refuse
+    return functools.partial(store.get_bytes, o.key)
 
 
 def _per_day_table(per_day: dict[str, dict[str, int]]) -> str:

@@ -128,6 +128,7 @@ def test_hostile_landed_files_are_quarantined_and_the_day_still_loads(data_env: 
     (landing / "día-\u00fc.jsonl").write_bytes(gzip.compress(_renamed_events(data, "twin-")))
     os.close(os.open(bytes(landing) + b"/bad\xff.jsonl.gz", os.O_CREAT | os.O_WRONLY, 0o644))
     (landing / "bomb.jsonl.gz").write_bytes(gzip.compress(b"\n" * (3 << 20)))
+    (landing / "huge.jsonl").write_bytes(b"x" * ((2 << 20) + 1))  # stored over the limit: unread
     (landing / "long.jsonl.gz").write_bytes(gzip.compress(b'{"event_id":"' + b"x" * 20_000))
     store = LocalObjectStoreResource(
         root=str(data_env / "lake"),
@@ -159,6 +160,7 @@ def test_hostile_landed_files_are_quarantined_and_the_day_still_loads(data_env: 
     assert {
         ("bad\\udcff.jsonl.gz", "invalid_name"),
         ("bomb.jsonl.gz", "file_too_large"),
+        ("huge.jsonl", "file_too_large"),
         ("día-\u00fc.jsonl", "duplicate_name"),
         ("long.jsonl.gz", "line_too_long"),
     } <= rows
