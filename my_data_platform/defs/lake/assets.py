@@ -235,8 +235,8 @@ def _ingest_partition(
 
 def _reader(store: ObjectStore, o: ObjectInfo, limits: LandingLimits) -> Any:
     """Reads a landed object when a worker asks; one stored over the inflated-size limit is
-    not read at all (plain, it is too large; gzip never inflates to less than it stores but
-    for empty members)."""
+    not read at all (plain, it is too large; gzip inflates to at least nearly what it stores,
+    unless it is padding or empty members)."""
     if o.size > limits.max_inflated_bytes:
 
         def refuse() -> bytes:
