@@ -76,6 +76,8 @@ class Settings:
     secrets_set: frozenset[str]
     landing_max_image_pixels: int
     landing_max_image_bytes: int
+    landing_max_inflated_bytes: int
+    landing_max_line_bytes: int
 
     @property
     def lake_root(self) -> Path:
@@ -216,6 +218,8 @@ def get_settings() -> Settings:
         secrets_set=frozenset(n for n in SECRET_VARS if _env(n) is not None),
         landing_max_image_pixels=max(1, _int("MDP_LANDING_MAX_IMAGE_PIXELS", 50_000_000) or 0),
         landing_max_image_bytes=max(1, _int("MDP_LANDING_MAX_IMAGE_BYTES", 50 * 2**20) or 0),
+        landing_max_inflated_bytes=_int("MDP_LANDING_MAX_INFLATED_BYTES", 512 << 20) or 512 << 20,
+        landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
     )
 
 

@@ -37,7 +37,7 @@ def load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
     ``INSTALL`` copies the extension (tens of MB) into DuckDB's extension folder, so it runs
     only when the copy there is missing, came from elsewhere or is older than the package's.
     """
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"not an extension name: {name!r}")
     row = conn.execute(
         "SELECT loaded, installed, install_path, installed_from FROM duckdb_extensions() "
@@ -64,7 +64,7 @@ def _not_older(installed: str | None, source: Path) -> bool:
 
 def quote_ident(name: str) -> str:
     """Quote an identifier that was already checked against an allow-list or pattern."""
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
     return f'"{name}"'
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,20 @@ from typing import Any
 
 from my_data_platform.core.fsutil import TEMP_PREFIX, atomic_path
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@,:\-][A-Za-z0-9._=+@,:\- ]*$")
+#: A key segment: the ASCII characters below, or any non-ASCII character (checked further by
+#: ``_segment_ok``). Always used with ``fullmatch``: ``$`` would accept a trailing newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9._=+@,:\-\x80-\U0010ffff][A-Za-z0-9._=+@,:\- \x80-\U0010ffff]*")
+
+
+def _segment_ok(seg: str) -> bool:
+    """UTF-8 names are keys; control, format, private-use, unassigned, surrogate (a byte
+    that was not UTF-8) and non-ASCII space characters are not. NFC form only to validate."""
+    if _SEGMENT.fullmatch(seg) is None:
+        return False
+    if seg.isascii():
+        return True
+    nfc = unicodedata.normalize("NFC", seg)
+    return all(c.isascii() or unicodedata.category(c)[0] in "LMNPS" for c in nfc)
 
 
 class ObjectStoreError(RuntimeError):
@@ -60,7 +74,7 @@ def validate_key(key: str, *, allow_prefix: bool = False) -> str:
     for seg in body.split("/"):
         if seg in ("", ".", ".."):
             raise InvalidKeyError(f"object key has an empty, '.' or '..' segment: {key!r}")
-        if not _SEGMENT.match(seg):
+        if not _segment_ok(seg):
             raise InvalidKeyError(f"object key has unsupported characters: {key!r}")
     return key
 

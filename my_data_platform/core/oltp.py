@@ -38,7 +38,7 @@ def _selecting(url: str, table: str, columns: list[str]) -> Iterator[tuple[sa.En
     becomes an ``OLTPError`` naming the missing table or columns when that is the cause.
     The schema is inspected (slow on some databases) only to explain a failure."""
     for name in (table, *columns):
-        if not _IDENT.match(name):
+        if not _IDENT.fullmatch(name):
             raise OLTPError(f"not a safe identifier: {name!r}")
     engine = make_engine(url)
     dbapi_error = engine.dialect.loaded_dbapi.Error  # PEP 249: every driver error

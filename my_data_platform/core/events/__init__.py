@@ -11,8 +11,10 @@ from my_data_platform.core.events.contract import (
     FIELDS,
     QUARANTINE_SCHEMA,
     REQUIRED_FIELDS,
+    LandingLimits,
 )
 from my_data_platform.core.events.decode import DecodedLines, decompress_lines
+from my_data_platform.core.events.failures import ObjectTooLarge
 from my_data_platform.core.events.ingest import (
     PREVIEW_ROWS,
     EventsSink,
@@ -34,6 +36,8 @@ __all__ = [
     "Ids",
     "IngestResult",
     "IngestStats",
+    "LandingLimits",
+    "ObjectTooLarge",
     "decompress_lines",
     "ingest_day",
 ]

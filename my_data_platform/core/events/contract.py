@@ -1,6 +1,9 @@
-"""The event contract: the fields of a landed event line and the lake's two schemas."""
+"""The event contract: the fields of a landed event line, the lake's two schemas and the limits
+on what landing accepts."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -34,5 +37,26 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("raw", pa.string()),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string()),
+        # Set where the text was cut or not kept (a line or file over a limit, an unreadable
+        # file): the full size in bytes, its sha256 (hex) and the line's byte offset.
+        pa.field("length", pa.int64()),
+        pa.field("sha256", pa.string()),
+        pa.field("offset", pa.int64()),
     ]
 )
+
+#: Bytes of a too-long line kept in the quarantine's ``raw``.
+RAW_PREFIX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class LandingLimits:
+    """What one landed file may cost: over a limit, the file or line is quarantined."""
+
+    max_inflated_bytes: int = 512 << 20
+    """A file that inflates to more is one ``file_too_large`` row (never inflated further)."""
+    max_line_bytes: int = 1 << 20
+    """A longer line is a ``line_too_long`` row with the first ``RAW_PREFIX_BYTES`` of it."""
+
+
+DEFAULT_LIMITS = LandingLimits()

@@ -1,9 +1,12 @@
-"""Decoding a landed file: inflate the gzip (ISA-L, then an exact fallback), find the line
-boundaries with numpy and expose the lines as a zero-copy Arrow ``string_view`` array."""
+"""Decoding a landed file: inflate the gzip (ISA-L, then an exact fallback) or take plain JSON
+Lines as they are (told apart by the gzip magic bytes, not the name), within the landing limits;
+find the line boundaries with numpy and expose the lines as a zero-copy Arrow ``string_view``
+array."""
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import zlib
 from typing import NamedTuple
 
@@ -11,12 +14,37 @@ import numpy as np
 import pyarrow as pa
 from isal import isal_zlib
 
+from my_data_platform.core.events.contract import (
+    DEFAULT_LIMITS,
+    RAW_PREFIX_BYTES,
+    LandingLimits,
+)
+
 #: Bytes that ``bytes.strip()`` removes: a line made only of these is blank.
 _WS = np.zeros(256, dtype=bool)
 _WS[list(b" \t\n\r\x0b\x0c")] = True
 _INLINE = 12  # Arrow string_view stores strings up to 12 bytes inside the view itself
 _SEGMENT = 1 << 30  # one variadic buffer per GiB keeps every view offset inside int32
 _SAFE_CHUNK = 1 << 16
+_GZIP_MAGIC = b"\x1f\x8b"
+TRUNCATED_FILE = "truncated_file"
+FILE_TOO_LARGE = "file_too_large"
+
+
+class LongLines(NamedTuple):
+    """Lines over ``max_line_bytes``: in ``DecodedLines.lines`` only a prefix of each is kept."""
+
+    rid: np.ndarray
+    """Ascending indices into ``DecodedLines.lines``."""
+    length: np.ndarray
+    """int64, each line's full length in bytes."""
+    offset: np.ndarray
+    """int64, each line's byte offset in the inflated file."""
+    sha256: list[str]
+    """Each line's sha256, hex."""
+
+
+_NO_LONG_LINES = LongLines(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), [])
 
 
 class DecodedLines(NamedTuple):
@@ -30,19 +58,34 @@ class DecodedLines(NamedTuple):
     """Why the file could not be inflated to its end; ``None`` for a clean file."""
     partial_last: bool
     """The last line was cut by the error, so it is not a complete record."""
+    error_reason: str = TRUNCATED_FILE
+    """The quarantine reason of ``error``: ``truncated_file`` or ``file_too_large``."""
+    long_lines: LongLines = _NO_LONG_LINES
 
 
-def _inflate_careful(data: bytes) -> tuple[bytes, str | None]:
+class _TooLarge(Exception):
+    """The file inflates past the limit."""
+
+
+def _too_large(limit: int) -> str:
+    return f"inflates to more than {limit} bytes (MDP_LANDING_MAX_INFLATED_BYTES)"
+
+
+def _inflate_careful(data: bytes, limit: int) -> tuple[bytes, str | None]:
     """Inflate with stdlib zlib, keeping every byte produced before a corrupt spot.
 
     Only used after the fast path failed. Input goes in small chunks with a snapshot before
     each, and the failing chunk is replayed byte by byte, so the output stops exactly where
-    the stream broke.
+    the stream broke. Raises ``_TooLarge`` once the output passes ``limit`` (one chunk
+    inflates to 64 MiB at most, so that is as far as it overshoots).
     """
     out: list[bytes] = []
+    total = 0
     view = memoryview(data)
     pos, size = 0, len(data)
     while pos < size:
+        if total > limit:
+            raise _TooLarge
         if not any(view[pos:]):  # zero padding after the last member, as gzip accepts
             break
         d = zlib.decompressobj(wbits=31)
@@ -53,6 +96,9 @@ def _inflate_careful(data: bytes) -> tuple[bytes, str | None]:
             snapshot = d.copy()
             try:
                 out.append(d.decompress(chunk))
+                total += len(out[-1])
+                if total > limit:
+                    raise _TooLarge
                 pos += len(chunk)
             except zlib.error:
                 d = snapshot
@@ -70,19 +116,34 @@ def _inflate_careful(data: bytes) -> tuple[bytes, str | None]:
     return b"".join(out), None
 
 
-def _inflate(data: bytes) -> tuple[bytes, str | None]:
-    """Inflate a possibly multi-member gzip file; return the bytes and the error, if any."""
+def _inflate(data: bytes, limit: int) -> tuple[bytes, str | None]:
+    """Inflate a possibly multi-member gzip file; return the bytes and the error, if any.
+
+    Never holds more than about ``limit`` inflated bytes: raises ``_TooLarge`` past it.
+    """
     if not data:
         return b"", None
     try:
         d = isal_zlib.decompressobj(wbits=31)
-        out = d.decompress(data)
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise _TooLarge
         if d.eof and not d.unused_data:
             return out, None
+        del out
     except isal_zlib.error:
         pass
     # Multi-member, padded, truncated or corrupt: the exact but slower path.
-    return _inflate_careful(data)
+    return _inflate_careful(data, limit)
+
+
+def _content(data: bytes, limit: int) -> tuple[bytes, str | None]:
+    """The file's JSON Lines text: gzip is recognised by its magic bytes, whatever the name."""
+    if data[:2] == _GZIP_MAGIC:
+        return _inflate(data, limit)
+    if len(data) > limit:
+        raise _TooLarge
+    return data, None
 
 
 def _blank_mask(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -190,14 +251,35 @@ def _newlines(buf: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     return np.concatenate(found) if found else np.empty(0, dtype=np.intp)
 
 
-def decompress_lines(name: str, data: bytes) -> DecodedLines:
+def _long_lines(text: bytes, starts: np.ndarray, lens: np.ndarray, limit: int) -> LongLines:
+    rid = np.flatnonzero(lens > limit)
+    if rid.size == 0:
+        return _NO_LONG_LINES
+    view = memoryview(text)
+    s, n = starts[rid].astype(np.int64), lens[rid].astype(np.int64)
+    digests = [hashlib.sha256(view[a : a + b]).hexdigest() for a, b in zip(s, n, strict=True)]
+    return LongLines(rid, n, s, digests)
+
+
+def decompress_lines(
+    name: str, data: bytes, limits: LandingLimits = DEFAULT_LIMITS
+) -> DecodedLines:
     """Inflate one landed file and cut it into its non-blank lines, zero-copy.
 
     ``name`` identifies the file to callers that log per file. A file that stops early still
     yields every line that was inflated; the error says why it stopped and ``partial_last``
-    marks a cut line.
+    marks a cut line. A file over ``limits.max_inflated_bytes`` yields no lines and the error
+    ``file_too_large``; a line over ``limits.max_line_bytes`` keeps only its first
+    ``RAW_PREFIX_BYTES`` (escaped) and is listed in ``long_lines``.
     """
-    text, error = _inflate(data)
+    try:
+        text, error = _content(data, limits.max_inflated_bytes)
+    except _TooLarge:
+        empty = pa.array([], pa.string_view())
+        no_lines = pa.array([], pa.int64())
+        return DecodedLines(
+            empty, no_lines, _too_large(limits.max_inflated_bytes), False, FILE_TOO_LARGE
+        )
     buf = np.frombuffer(text, dtype=np.uint8)
     ends = _newlines(buf)
     has_tail = buf.size > 0 and (ends.size == 0 or ends[-1] != buf.size - 1)
@@ -215,8 +297,14 @@ def decompress_lines(name: str, data: bytes) -> DecodedLines:
         starts, ends = starts[keep], ends[keep]
     if bad.size:
         bad = np.searchsorted(line_no, bad[keep[bad]] + 1)
-    lines = _lines_array(text, starts, ends - starts, bad)
-    return DecodedLines(lines, pa.array(line_no, pa.int64()), error, partial_last)
+    lens = ends - starts
+    long = _long_lines(text, starts, lens, limits.max_line_bytes)
+    if long.rid.size:  # only a prefix of each is kept, as an escaped copy
+        lens = lens.copy()
+        lens[long.rid] = np.minimum(lens[long.rid], RAW_PREFIX_BYTES)
+        bad = np.union1d(bad, long.rid)
+    lines = _lines_array(text, starts, lens, bad)
+    return DecodedLines(lines, pa.array(line_no, pa.int64()), error, partial_last, long_lines=long)
 
 
 def _gather_views(lines: pa.Array, rids: np.ndarray) -> pa.Array:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from my_data_platform.core.events.decode import DecodedLines
+
+if TYPE_CHECKING:
+    from my_data_platform.core.events.failures import _FileError
 
 
 @dataclass
@@ -33,6 +37,8 @@ class _Screened:
     sorted_hashes: np.ndarray
     order: np.ndarray
     extra_field_lines: int
+    file_error: _FileError | None = None
+    """Why the file was not read to its end, if it was not."""
 
 
 @dataclass

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from my_data_platform.core.events.contract import (
+    DEFAULT_LIMITS,
     EVENTS_SCHEMA,
     QUARANTINE_SCHEMA,
     REQUIRED_FIELDS,
+    LandingLimits,
 )
 from my_data_platform.core.events.decode import DecodedLines, _take_lines
 from my_data_platform.core.events.dedup import (
@@ -27,6 +29,14 @@ from my_data_platform.core.events.dedup import (
     _EventIds,
     _Screened,
     _sorted_id_hashes,
+)
+from my_data_platform.core.events.failures import (
+    _describe,
+    _file_errors,
+    _FileError,
+    _name_problem,
+    _of_object,
+    _read_failure,
 )
 from my_data_platform.core.events.validate import _check_file, _in_line_order
 
@@ -135,6 +145,25 @@ _LATE_REASONS = ("", "unknown_user", "unknown_photo")
 _UNKNOWN_USER, _UNKNOWN_PHOTO = 1, 2
 
 
+def _long_line_columns(lines: DecodedLines, rids: np.ndarray) -> dict[str, pa.Array]:
+    """``length``, ``sha256`` and ``offset`` of rows ``rids``: set for the too-long lines."""
+    n, long = rids.size, lines.long_lines
+    if long.rid.size == 0 or n == 0:
+        return {
+            "length": pa.nulls(n, pa.int64()),
+            "sha256": pa.nulls(n, pa.string()),
+            "offset": pa.nulls(n, pa.int64()),
+        }
+    at = np.minimum(np.searchsorted(long.rid, rids), long.rid.size - 1)
+    miss = long.rid[at] != rids
+    digests = np.asarray(long.sha256, dtype=object)[at]
+    return {
+        "length": pa.array(long.length[at], pa.int64(), mask=miss),
+        "sha256": pa.array(digests, pa.string(), mask=miss),
+        "offset": pa.array(long.offset[at], pa.int64(), mask=miss),
+    }
+
+
 def _quarantine_rows(
     name: str, landing_date: dt.date, lines: DecodedLines, rids: np.ndarray, reason: pa.Array
 ) -> pa.Table:
@@ -147,6 +176,7 @@ def _quarantine_rows(
             "raw": _take_lines(lines.lines, rids),
             "reason": reason,
             "detail": pa.nulls(n, pa.string()),
+            **_long_line_columns(lines, rids),
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -158,9 +188,24 @@ def _screen(
     landing_date: dt.date,
     ids: _IdSets,
     db: duckdb.DuckDBPyConnection,
-) -> _Screened:
-    """Everything per file that needs no other file: runs in the worker threads."""
-    c = _check_file(name, data() if callable(data) else data, db)
+    limits: LandingLimits,
+) -> _Screened | _FileError:
+    """Everything per file that needs no other file: runs in the worker threads.
+
+    A file that cannot be read or decoded is one ``_FileError``: no file stops the day.
+    """
+    try:
+        raw = data() if callable(data) else data
+    except Exception as exc:  # any reason one file cannot be read
+        return _read_failure(name, exc)
+    try:
+        c = _check_file(name, raw, db, limits)
+    except Exception as exc:  # a file the checks cannot take, whatever the cause
+        return _of_object(name, "undecodable_file", _describe(exc), raw)
+    error = None
+    if c.lines.error is not None:
+        error = _of_object(name, c.lines.error_reason, c.lines.error, raw)
+    del raw
     users, photos = ids.get()
     ok = np.ones(c.rid.size, dtype=bool)
     late = np.zeros(c.rid.size, dtype=np.int8)
@@ -207,6 +252,7 @@ def _screen(
         sorted_hashes=sorted_hashes,
         order=order,
         extra_field_lines=c.extra_field_lines,
+        file_error=error,
     )
 
 
@@ -235,19 +281,10 @@ def _settle(s: _Screened, dup: np.ndarray, landing_date: dt.date) -> tuple[pa.Ta
     return _without_rows(s.events, dup), quarantine
 
 
-def _file_errors(errors: list[tuple[str, str]], landing_date: dt.date) -> pa.Table:
-    """One quarantine record per file that could not be read to its end."""
-    return pa.table(
-        {
-            "landing_date": pa.repeat(pa.scalar(landing_date, pa.date32()), len(errors)),
-            "source_file": pa.array([n for n, _ in errors], pa.string()),
-            "line_no": pa.nulls(len(errors), pa.int64()),
-            "raw": pa.nulls(len(errors), pa.string()),
-            "reason": pa.array(["truncated_file"] * len(errors), pa.string()),
-            "detail": pa.array([e for _, e in errors], pa.string()),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
+def _done(value: _FileError) -> Future[_Screened | _FileError]:
+    f: Future[_Screened | _FileError] = Future()
+    f.set_result(value)
+    return f
 
 
 EventsSink = Callable[[pa.Table], None]
@@ -261,6 +298,7 @@ def ingest_day(
     sink: EventsSink | None = None,
     *,
     keep_events: bool = True,
+    limits: LandingLimits = DEFAULT_LIMITS,
 ) -> IngestResult:
     """Validate and deduplicate one landed day; every landed line is loaded or quarantined.
 
@@ -276,6 +314,11 @@ def ingest_day(
     with a sink) loaded rows are not kept once handed to the sink, so memory is that of the
     files in flight rather than of the whole day; ``IngestResult.preview`` still shows the
     first of them.
+
+    No single file stops the day: a file with an invalid name (not a valid object key), a
+    second file whose name is the same after NFC normalisation, one that cannot be read, is
+    over ``limits``, is cut short or cannot be decoded becomes one quarantine record with its
+    reason, and the other files load.
     """
     if not keep_events and sink is None:
         raise ValueError("keep_events=False needs a sink: the loaded rows would be lost")
@@ -285,7 +328,7 @@ def ingest_day(
     events_parts: list[pa.Table] = []
     preview: pa.Table | None = None
     quarantine_parts: list[pa.Table] = []
-    errors: list[tuple[str, str]] = []
+    errors: list[_FileError] = []
     stats = IngestStats(files=len(ordered))
     workers = min(2, os.cpu_count() or 1, max(1, len(ordered)))
     with (
@@ -294,8 +337,12 @@ def ingest_day(
         ThreadPoolExecutor(max_workers=1) as writer,
     ):
         db.execute("SET GLOBAL TimeZone = 'UTC'")  # naive timestamps are read as UTC
+        seen: set[str] = set()
         pending = collections.deque(
-            pool.submit(_screen, name, data, landing_date, ids, db) for name, data in ordered
+            _done(problem)
+            if (problem := _name_problem(name, seen))
+            else pool.submit(_screen, name, data, landing_date, ids, db, limits)
+            for name, data in ordered
         )
         del ordered
         try:
@@ -306,13 +353,16 @@ def ingest_day(
         written: list[Future[None]] = []
         while pending:  # a future keeps its result: drop each once consumed
             s = pending.popleft().result()
+            if isinstance(s, _FileError):
+                errors.append(s)
+                continue
             dup = dedup.add(s)
             events, quarantine = _settle(s, dup, landing_date)
             stats.landed_lines += len(s.lines.lines)
             stats.duplicates += int(dup.size)
             stats.extra_field_lines += s.extra_field_lines
-            if s.lines.error is not None:
-                errors.append((s.name, s.lines.error))
+            if s.file_error is not None:
+                errors.append(s.file_error)
             del s
             for col in REQUIRED_FIELDS:
                 assert events.column(col).null_count == 0, f"valid row without {col}"

@@ -16,6 +16,7 @@ from my_data_platform.core.events.contract import (
     EVENTS_SCHEMA,
     FIELDS,
     REQUIRED_FIELDS,
+    LandingLimits,
 )
 from my_data_platform.core.events.decode import DecodedLines, _gather_views, decompress_lines
 
@@ -209,7 +210,9 @@ class _Checked:
     extra_field_lines: int
 
 
-def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Checked:
+def _check_file(
+    name: str, data: bytes, db: duckdb.DuckDBPyConnection, limits: LandingLimits
+) -> _Checked:
     """Inflate, split and validate one file.
 
     Canonical lines (nearly all of a clean day) are recognised by one Rust regex in Polars;
@@ -218,17 +221,24 @@ def _check_file(name: str, data: bytes, db: duckdb.DuckDBPyConnection) -> _Check
     the typed parse gives it. Both read the lines as string views into the inflated buffer
     and hand back Arrow in the lake's types. ``db`` is a single-threaded in-memory DuckDB
     shared by the workers, each on its own cursor: parallelism comes from running files side
-    by side.
+    by side. Lines over the line limit are never parsed: their reason is ``line_too_long``.
     """
-    dl = decompress_lines(name, data)
+    dl = decompress_lines(name, data, limits)
     n = len(dl.lines)
     canonical = pl.Series("line", dl.lines).str.contains(_FAST_RE).fill_null(False).to_numpy()
     canonical = np.array(canonical, dtype=bool)  # writable
     if dl.partial_last and n:
         canonical[-1] = False
+    long = dl.long_lines.rid
+    to_check = ~canonical
+    if long.size:
+        canonical[long], to_check[long] = False, False
     con = db.cursor()
     try:
-        bad_rid, reasons, extra = _validate(con, dl, np.flatnonzero(~canonical))
+        bad_rid, reasons, extra = _validate(con, dl, np.flatnonzero(to_check))
+        if long.size:
+            too_long = pa.array(["line_too_long"] * long.size, pa.string())
+            bad_rid, reasons = _in_line_order(bad_rid, reasons, long, too_long)
         passed = np.ones(n, dtype=bool)
         passed[bad_rid] = False
         rid = np.flatnonzero(passed)

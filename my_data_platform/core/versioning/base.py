@@ -122,17 +122,17 @@ def validate_prefix(prefix: str) -> str:
 
 def validate_ref_name(name: str, kind: str = "branch") -> str:
     """Names must be valid lakeFS ids and must not look like a commit id (that would shadow it)."""
-    if not isinstance(name, str) or not _REF_NAME.match(name):
+    if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
         raise InvalidNameError(
             f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' (max 256)"
         )
-    if _COMMIT_ID.match(name):
+    if _COMMIT_ID.fullmatch(name):
         raise InvalidNameError(f"invalid {kind} name {name!r}: it looks like a commit id")
     return name
 
 
 def looks_like_commit_id(ref: str) -> bool:
-    return bool(_COMMIT_ID.match(ref))
+    return bool(_COMMIT_ID.fullmatch(ref))
 
 
 class VersionStore(ABC):

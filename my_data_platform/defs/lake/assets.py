@@ -14,7 +14,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from my_data_platform.core.events import EVENTS_SCHEMA, ingest_day
+from my_data_platform.core.events import (
+    EVENTS_SCHEMA,
+    LandingLimits,
+    ObjectTooLarge,
+    ingest_day,
+)
 from my_data_platform.core.images import (
     IMAGE_SUFFIXES,
     MANIFEST_SCHEMA,
@@ -74,8 +79,9 @@ def _parse_day(day: str) -> dt.date:
             kinds={"s3", "parquet"},
             description=(
                 "Every landed line that was not loaded, with its original text, file, line number "
-                "and reason (malformed JSON, missing field, wrong type, unknown id, duplicate), "
-                "plus one record per unreadable file. Nothing that lands is silently dropped."
+                "and reason (malformed JSON, missing field, wrong type, unknown id, duplicate, "
+                "line too long), plus one record per file that was not read to its end "
+                "(unreadable, too large, invalid name). Nothing that lands is silently dropped."
             ),
         ),
     ],
@@ -120,8 +126,11 @@ def lake_events(
     # Read once, while the first day's first files are being validated.
     user_ids = functools.cache(functools.partial(oltp.read_ids, "users", "user_id"))
     photo_ids = functools.cache(functools.partial(oltp.read_ids, "photos", "photo_id"))
+    limits = object_store.landing_limits()
     per_day = {
-        day: _ingest_partition(context, store, day, dates[day], landed[day], user_ids, photo_ids)
+        day: _ingest_partition(
+            context, store, day, dates[day], landed[day], user_ids, photo_ids, limits
+        )
         for day in days
     }
     totals = {k: sum(c[k] for c in per_day.values()) for k in COUNT_KEYS}
@@ -169,26 +178,27 @@ def _ingest_partition(
     objects: list[ObjectInfo],
     user_ids: Any,
     photo_ids: Any,
+    limits: LandingLimits,
 ) -> dict[str, int]:
     """Ingest one landing day into the lake and attach its metadata to that day's
     materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
     # Each file is read by the worker that validates it, and loaded rows stream into the
-    # Parquet file while later files are still being validated; the file is published only
-    # once the whole day has been ingested and written.
-    with (
-        store.writing(lake_events_object(day), suffix=".parquet") as path,
-        pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer,
-    ):
-        result = ingest_day(
-            [(o.key, functools.partial(store.get_bytes, o.key)) for o in objects],
-            date,
-            user_ids,
-            photo_ids,
-            sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
-            keep_events=False,
-        )
+    # Parquet file while later files are still being validated. The quarantine is published
+    # inside the events file's block, so a failure before the end publishes neither; the
+    # events file is published last, once the whole day has been ingested and written.
+    with store.writing(lake_events_object(day), suffix=".parquet") as path:
+        with pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer:
+            result = ingest_day(
+                [(o.key, _reader(store, o, limits)) for o in objects],
+                date,
+                user_ids,
+                photo_ids,
+                sink=lambda t: writer.write_table(t, row_group_size=ROW_GROUP_SIZE),
+                keep_events=False,
+                limits=limits,
+            )
+        write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     stats = result.stats
-    write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
     context.log.info(
         "day %s: %d files, %d landed lines, %d loaded, %d quarantined (%d duplicates), "
         "%d unreadable files",
@@ -227,6 +237,19 @@ def _ingest_partition(
         partition_key=day,
     )
     return counts
+
+
+def _reader(store: ObjectStore, o: ObjectInfo, limits: LandingLimits) -> Any:
+    """Reads a landed object when a worker asks; one stored over the inflated-size limit is
+    not read at all (plain, it is too large; gzip inflates to at least nearly what it stores,
+    unless it is padding or empty members)."""
+    if o.size > limits.max_inflated_bytes:
+
+        def refuse() -> bytes:
+            raise ObjectTooLarge(o.size, limits.max_inflated_bytes)
+
+        return refuse
+    return functools.partial(store.get_bytes, o.key)
 
 
 def _per_day_table(per_day: dict[str, dict[str, int]]) -> str:

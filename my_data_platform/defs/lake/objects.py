@@ -91,7 +91,9 @@ def landing_digest(objs: Iterable[ObjectInfo]) -> str:
 
 
 def _file_hash(o: ObjectInfo) -> int:
-    return int.from_bytes(hashlib.sha1(f"{o.key}\0{o.etag}".encode()).digest()[:8], "big")
+    # surrogateescape: a landed name that is not UTF-8 still has a fingerprint (the same bytes)
+    key = f"{o.key}\0{o.etag}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha1(key).digest()[:8], "big")
 
 
 def _xor(values: Iterable[int]) -> int:

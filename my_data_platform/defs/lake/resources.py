@@ -7,14 +7,24 @@ from abc import ABC, abstractmethod
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from my_data_platform.core.events import LandingLimits
 from my_data_platform.core.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):
-    """Where raw payloads and lake files live. Assets call :meth:`get_store`."""
+    """Where raw payloads and lake files live. Assets call :meth:`get_store`.
+
+    It also carries the limits on what a landed object may cost to read (from settings).
+    """
+
+    landing_max_inflated_bytes: int = LandingLimits.max_inflated_bytes
+    landing_max_line_bytes: int = LandingLimits.max_line_bytes
 
     @abstractmethod
     def get_store(self) -> ObjectStore: ...
+
+    def landing_limits(self) -> LandingLimits:
+        return LandingLimits(self.landing_max_inflated_bytes, self.landing_max_line_bytes)
 
 
 class LocalObjectStoreResource(ObjectStoreResource):
@@ -55,8 +65,12 @@ def object_store_resource_from_settings() -> ObjectStoreResource:
     from my_data_platform.settings import SettingsError, get_settings
 
     s = get_settings()
+    limits = {
+        "landing_max_inflated_bytes": s.landing_max_inflated_bytes,
+        "landing_max_line_bytes": s.landing_max_line_bytes,
+    }
     if s.object_store == "local":
-        return LocalObjectStoreResource(root=str(s.lake_root))
+        return LocalObjectStoreResource(root=str(s.lake_root), **limits)
     s3_kwargs: dict = {"region_name": s.s3_region}
     if s.s3_endpoint_url:
         s3_kwargs["endpoint_url"] = s.s3_endpoint_url
@@ -66,7 +80,7 @@ def object_store_resource_from_settings() -> ObjectStoreResource:
         s3_kwargs["aws_access_key_id"] = s.secret("AWS_ACCESS_KEY_ID")
         s3_kwargs["aws_secret_access_key"] = s.secret("AWS_SECRET_ACCESS_KEY")
     return S3ObjectStoreResource(
-        bucket=s.s3_bucket or "", prefix=s.s3_prefix, s3=S3Resource(**s3_kwargs)
+        bucket=s.s3_bucket or "", prefix=s.s3_prefix, s3=S3Resource(**s3_kwargs), **limits
     )
 
 

@@ -73,6 +73,9 @@ def test_truncated_gzip_keeps_complete_lines_and_reports_the_file() -> None:
         "raw": lines[2][:20],
         "reason": "truncated_line",
         "detail": None,
+        "length": None,
+        "sha256": None,
+        "offset": None,
     }
     assert rows[1]["source_file"] == "a.gz"
     assert (rows[1]["line_no"], rows[1]["raw"], rows[1]["reason"]) == (None, None, "truncated_file")
@@ -119,15 +122,15 @@ def test_bad_crc_is_a_file_error_with_all_lines_kept() -> None:
     assert result.stats.file_errors == 1
 
 
-def test_not_gzip_at_all() -> None:
-    result = run([("a.gz", line().encode() + b"\n"), ("b.gz", gz(line(event_id="b")))])
-    assert result.events.column("event_id").to_pylist() == ["b"]
-    (q,) = quarantine_rows(result)
-    assert (q["source_file"], q["line_no"], q["raw"], q["reason"]) == (
-        "a.gz", None, None, "truncated_file",
-    )  # fmt: skip
-    assert q["detail"]
-    assert result.stats.landed_lines == 1
+def test_plain_json_lines_are_read_by_content_whatever_the_name_says() -> None:
+    # Issue 15: a plain file used to be gunzipped and recorded as truncated (silent loss).
+    plain = line(event_id="p").encode() + b"\n"
+    result = run(
+        [("a.gz", plain), ("b.jsonl", line(event_id="q").encode()), ("c.jsonl", gz(line()))]
+    )
+    assert result.events.column("event_id").to_pylist() == ["p", "q", "e-1"]
+    assert quarantine_rows(result) == []
+    assert result.stats.landed_lines == 3
 
 
 def test_trailing_zero_padding_is_tolerated_but_garbage_is_not() -> None:

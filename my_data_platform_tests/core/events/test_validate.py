@@ -45,6 +45,9 @@ def test_each_reason_is_quarantined_with_its_line(raw: str, reason: str) -> None
             "raw": raw,
             "reason": reason,
             "detail": None,
+            "length": None,
+            "sha256": None,
+            "offset": None,
         }
     ]
     assert result.stats.reasons == {reason: 1}

@@ -1,5 +1,8 @@
 """lake/events over a partition range (a single-run backfill's run) and the runs `mdp run` makes."""
 
+import gzip
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ from dagster._core.storage.tags import (
 )
 
 from my_data_platform.defs.lake.assets import lake_events
-from my_data_platform.defs.lake.objects import lake_events_object
+from my_data_platform.defs.lake.objects import lake_events_object, lake_events_quarantine_object
 from my_data_platform.defs.lake.resources import (
     LocalObjectStoreResource,
     object_store_from_settings,
@@ -95,3 +98,69 @@ def test_the_lake_file_is_laid_out_for_readers(data_env: Path) -> None:
     with_min_max = {n for n, c in columns.items() if c.statistics and c.statistics.has_min_max}
     assert {"event_id", "user_id", "photo_id", "ts", "landing_date", "source_file"} <= with_min_max
     assert not {"event_type", "client"} & with_min_max
+
+
+def _renamed_events(data: bytes, prefix: str) -> bytes:
+    """The landed lines of ``data`` with every event_id prefixed, so they are new events."""
+    out = []
+    for raw in gzip.decompress(data).splitlines():
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
+            event["event_id"] = prefix + event["event_id"]
+            out.append(json.dumps(event, ensure_ascii=False))
+    return ("\n".join(out) + "\n").encode()
+
+
+def test_hostile_landed_files_are_quarantined_and_the_day_still_loads(data_env: Path) -> None:
+    """Issue 15 against a real local store: content decides gzip or plain, UTF-8 names load,
+    a non-UTF-8 name, an NFC twin, a bomb and a long line each become a quarantine row."""
+    day = _one_day(events_per_day=300, seed=3)
+    landing = data_env / "lake" / "landing" / "events" / f"date={day}"
+    original = sorted(landing.iterdir())[0]
+    data = original.read_bytes()
+    (landing / "plain.jsonl.gz").write_bytes(_renamed_events(data, "p-"))  # not gzip at all
+    # the same name in two Unicode forms: the decomposed one sorts first and loads, by its
+    # exact key; the composed one is its NFC twin
+    (landing / "día-u\u0308.jsonl").write_bytes(gzip.compress(_renamed_events(data, "u-")))
+    (landing / "día-\u00fc.jsonl").write_bytes(gzip.compress(_renamed_events(data, "twin-")))
+    os.close(os.open(bytes(landing) + b"/bad\xff.jsonl.gz", os.O_CREAT | os.O_WRONLY, 0o644))
+    (landing / "bomb.jsonl.gz").write_bytes(gzip.compress(b"\n" * (3 << 20)))
+    (landing / "huge.jsonl").write_bytes(b"x" * ((2 << 20) + 1))  # stored over the limit: unread
+    (landing / "long.jsonl.gz").write_bytes(gzip.compress(b'{"event_id":"' + b"x" * 20_000))
+    store = LocalObjectStoreResource(
+        root=str(data_env / "lake"),
+        landing_max_inflated_bytes=2 << 20,
+        landing_max_line_bytes=10_000,
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("event_days", [day])
+        result = dg.materialize(
+            [lake_events],
+            instance=instance,
+            partition_key=day,
+            resources={"object_store": store, "oltp": OLTPResource(url=get_settings().oltp_url)},
+        )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    events = pq.read_table(data_env / "lake" / lake_events_object(day)).to_pylist()
+    ids = [e["event_id"] for e in events]
+    plain = sum(i.startswith("p-") for i in ids)
+    assert plain > 10 and sum(i.startswith("u-") for i in ids) == plain
+    assert not any(i.startswith("twin-") for i in ids)
+    prefix = f"landing/events/date={day}/"
+    assert {e["source_file"] for e in events if e["event_id"].startswith("u-")} == {
+        prefix + "día-u\u0308.jsonl"
+    }
+    quarantine = pq.read_table(data_env / "lake" / lake_events_quarantine_object(day))
+    rows = {(r["source_file"].removeprefix(prefix), r["reason"]) for r in quarantine.to_pylist()}
+    assert {
+        ("bad\\udcff.jsonl.gz", "invalid_name"),
+        ("bomb.jsonl.gz", "file_too_large"),
+        ("huge.jsonl", "file_too_large"),
+        ("día-\u00fc.jsonl", "duplicate_name"),
+        ("long.jsonl.gz", "line_too_long"),
+    } <= rows
