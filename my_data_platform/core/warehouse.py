@@ -339,6 +339,7 @@ def load_parquet_files(
     ``ducklake_delete_orphaned_files`` removes.
     """
     target = f"{quote_ident(schema)}.{quote_ident(table)}"
+    _add_new_columns(conn, target, files)
     folder = store.key_of(data_path.rstrip("/") + "/") if store and data_path else None
     keys = [store.key_of(u) for u in files.uris] if store and folder is not None else []
     if store is None or folder is None or None in keys or not _columns_fit(conn, target, files):
@@ -368,16 +369,32 @@ def load_parquet_files(
     return int(rows)
 
 
+def _file_columns(conn: duckdb.DuckDBPyConnection, uri: str) -> list[tuple[str, str]]:
+    return [
+        (name, kind)
+        for name, kind, *_ in conn.execute(
+            f"DESCRIBE SELECT * FROM read_parquet({sql_literal(uri)}, hive_partitioning = false)"  # noqa: S608
+        ).fetchall()
+    ]
+
+
+def _add_new_columns(conn: duckdb.DuckDBPyConnection, target: str, files: ParquetFiles) -> None:
+    """Additive schema evolution: a column the files have and the table lacks (a table created
+    by an older release) is added, nullable, so older rows read it as NULL."""
+    table = {r[0] for r in conn.execute(f"DESCRIBE {target}").fetchall()}
+    for uri in files.uris:
+        for name, kind in _file_columns(conn, uri):
+            if name not in table:
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}")
+                table.add(name)
+
+
 def _columns_fit(conn: duckdb.DuckDBPyConnection, target: str, files: ParquetFiles) -> bool:
     """Every column of every file exists in ``target`` with the same type."""
     table = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {target}").fetchall()}
-    for uri in files.uris:
-        described = conn.execute(
-            f"DESCRIBE SELECT * FROM read_parquet({sql_literal(uri)}, hive_partitioning = false)"  # noqa: S608
-        ).fetchall()
-        if any(table.get(name) != kind for name, kind, *_ in described):
-            return False
-    return True
+    return all(
+        table.get(name) == kind for uri in files.uris for name, kind in _file_columns(conn, uri)
+    )
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

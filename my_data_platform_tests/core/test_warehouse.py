@@ -141,3 +141,24 @@ def test_an_open_analyst_session_never_blocks_a_commit(location: wh.WarehouseLoc
     path = location.catalog.removeprefix("sqlite:")
     with contextlib.closing(sqlite3.connect(path)) as con:
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_files_with_a_new_column_extend_an_older_table(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    """A table created by an older release gains the files' new (nullable) column; its older
+    rows read it as NULL and the new rows keep their values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"a": pa.array([7, 8], pa.int64()), "b": ["x", None]}), path)
+    conn = wh.connect(location)
+    try:
+        with wh.transaction(conn):
+            added = wh.load_parquet_files(conn, "warehouse", "t", wh.ParquetFiles((str(path),)))
+        rows = conn.execute("SELECT a, b FROM warehouse.t ORDER BY a").fetchall()
+    finally:
+        conn.close()
+    assert added == 2
+    assert rows == [(0, None), (1, None), (2, None), (3, None), (4, None), (7, "x"), (8, None)]
