@@ -18,7 +18,12 @@ from typing import Any
 import duckdb
 
 from my_data_platform.core.duck import load_extension, sql_literal
-from my_data_platform.core.warehouse import CATALOG_ALIAS, WarehouseLocation
+from my_data_platform.core.warehouse import (
+    WarehouseError,
+    WarehouseLocation,
+    attach_catalog,
+    load_extensions,
+)
 
 # Table functions an analyst may call: generators, catalog introspection that shows no
 # connection string or setting, and DuckLake's read-only history. Everything else is refused:
@@ -326,8 +331,7 @@ def _configure(
     threads: int,
     credentials: S3ReadCredentials | None,
 ) -> None:
-    for name in ("ducklake", *([location.kind] if location.kind in ("sqlite", "postgres") else [])):
-        load_extension(conn, name)
+    load_extensions(conn, location)
     data_path = location.data_path.rstrip("/") + "/"
     if credentials is not None and data_path.startswith("s3://"):
         load_extension(conn, "httpfs")
@@ -335,13 +339,9 @@ def _configure(
     conn.execute("SET GLOBAL TimeZone = 'UTC'")
     conn.execute("SET enable_progress_bar = false")
     try:
-        conn.execute(
-            f"ATTACH {sql_literal('ducklake:' + location.catalog)} AS {CATALOG_ALIAS} "
-            f"(DATA_PATH {sql_literal(location.data_path)}, READ_ONLY)"
-        )
-        conn.execute(f"USE {CATALOG_ALIAS}")
-    except duckdb.Error as exc:
-        raise SandboxError(f"cannot open {location.describe()}: {_first_line(exc)}") from exc
+        attach_catalog(conn, location, read_only=True)
+    except WarehouseError as exc:
+        raise SandboxError(_first_line(exc)) from exc
     conn.execute("SET allowed_directories = ?", [[data_path]])
     # The catalog needs no entry: SQLite and PostgreSQL catalogs are read by their own
     # clients, and DuckLake adds the paths it needs to ``allowed_paths`` itself.

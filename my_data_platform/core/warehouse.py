@@ -81,13 +81,13 @@ class WarehouseLocation:
         return self.catalog_file is None or self.catalog_file.is_file()
 
 
-def _load_extensions(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> None:
+def load_extensions(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> None:
     load_extension(conn, "ducklake")
     if location.kind in ("sqlite", "postgres"):
         load_extension(conn, location.kind)
 
 
-def _attach_catalog(
+def attach_catalog(
     conn: duckdb.DuckDBPyConnection, location: WarehouseLocation, *, read_only: bool
 ) -> None:
     """Attach the DuckLake catalog as ``mdp`` and make it the default database."""
@@ -176,7 +176,7 @@ def _private(
         conn.execute("SET enable_progress_bar = false")  # library code never draws on a terminal
         if store is not None:
             store.configure_duckdb(conn)
-        _attach_catalog(conn, location, read_only=read_only)
+        attach_catalog(conn, location, read_only=read_only)
     except BaseException:
         conn.close()
         raise
@@ -223,7 +223,7 @@ def _new_database(
     base = duckdb.connect(":memory:", config=config)
     try:
         base.execute("SET GLOBAL TimeZone = 'UTC'")
-        _load_extensions(base, location)
+        load_extensions(base, location)
     except BaseException:
         base.close()
         raise
@@ -273,7 +273,7 @@ def _shared(location: WarehouseLocation, store: ObjectStore | None) -> duckdb.Du
         instance = _publish(key, _Instance(_new_database(location)))
     with instance.lock:
         if instance.attached is None:
-            _attach_catalog(instance.base, location, read_only=False)
+            attach_catalog(instance.base, location, read_only=False)
             instance.attached = _catalog_identity(location)
         elif instance.attached != _catalog_identity(location):
             with _LOCK:
