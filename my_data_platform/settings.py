@@ -78,6 +78,9 @@ class Settings:
     landing_max_image_bytes: int
     landing_max_inflated_bytes: int
     landing_max_line_bytes: int
+    # run health: the run heartbeat, and when a silent run is dead (defs/automation/run_health)
+    run_heartbeat_s: float
+    run_stale_after_s: float
 
     @property
     def lake_root(self) -> Path:
@@ -220,7 +223,25 @@ def get_settings() -> Settings:
         landing_max_image_bytes=max(1, _int("MDP_LANDING_MAX_IMAGE_BYTES", 50 * 2**20) or 0),
         landing_max_inflated_bytes=_int("MDP_LANDING_MAX_INFLATED_BYTES", 512 << 20) or 512 << 20,
         landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
+        # run health
+        **_run_health(),
     )
+
+
+def _run_health() -> dict[str, float]:
+    """A run is judged dead after several missed heartbeats, never after one late write."""
+    heartbeat = _float("MDP_RUN_HEARTBEAT_S", 30.0) or 0.0
+    stale = _float("MDP_RUN_STALE_AFTER_S", 300.0) or 0.0
+    if heartbeat <= 0:
+        raise SettingsError(
+            f"MDP_RUN_HEARTBEAT_S must be positive, got {_env('MDP_RUN_HEARTBEAT_S')!r}"
+        )
+    if stale < 3 * heartbeat:
+        raise SettingsError(
+            f"MDP_RUN_STALE_AFTER_S ({stale:g}) must be at least 3 x MDP_RUN_HEARTBEAT_S "
+            f"({heartbeat:g}): a live run would be judged dead between two heartbeats"
+        )
+    return {"run_heartbeat_s": heartbeat, "run_stale_after_s": stale}
 
 
 def reset_settings() -> None:

@@ -99,3 +99,17 @@ def test_a_postgres_storage_block_survives_the_runner_module(tmp_path: Path) -> 
     assert merged["storage"] == POSTGRES_STORAGE
     assert merged["telemetry"] == {"enabled": False}
     assert merged["run_coordinator"]["config"] == {"max_concurrent_runs": 2}
+
+
+def test_run_monitoring_ends_runs_that_never_start_or_never_finish_canceling(
+    tmp_path: Path,
+) -> None:
+    """STARTED runs are run_health_sensor's (the default launcher cannot check their worker)."""
+    home = tmp_path / "home"
+    write_instance_config(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_cancel_timeout_seconds == 180
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert not instance.run_launcher.supports_check_run_worker_health
