@@ -208,3 +208,30 @@ def test_an_in_process_run_beats_through_run_heartbeat(tmp_path: Path) -> None:
         assert not [t for t in threading.enumerate() if t.name.startswith("mdp-heartbeat")]
         # a finished run is never stale, whatever its heartbeat's age
         assert find_stale_runs(instance, 0.0, now=time.time() + 3600) == []
+
+
+def test_a_dead_starting_run_fails_and_a_dead_canceling_run_is_canceled(tmp_path: Path) -> None:
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        old = time.time() - 2 * STALE_AFTER_S
+        starting = instance.create_run_for_job(brief, status=dg.DagsterRunStatus.NOT_STARTED)
+        _event(instance, starting, DagsterEventType.PIPELINE_STARTING, old)
+        canceling = instance.create_run_for_job(brief, status=dg.DagsterRunStatus.NOT_STARTED)
+        _started(instance, canceling, old)
+        _event(instance, canceling, DagsterEventType.PIPELINE_CANCELING, old)
+        fresh = instance.create_run_for_job(brief, status=dg.DagsterRunStatus.NOT_STARTED)
+        _event(instance, fresh, DagsterEventType.PIPELINE_STARTING, time.time())
+
+        ended = {s.run_id: s.status for s in fail_stale_runs(instance, STALE_AFTER_S)}
+        assert ended == {
+            starting.run_id: dg.DagsterRunStatus.STARTING,
+            canceling.run_id: dg.DagsterRunStatus.CANCELING,
+        }
+        assert _status(instance, starting.run_id) == dg.DagsterRunStatus.FAILURE
+        assert _status(instance, canceling.run_id) == dg.DagsterRunStatus.CANCELED
+        assert _status(instance, fresh.run_id) == dg.DagsterRunStatus.STARTING
+        canceled = instance.get_records_for_run(
+            canceling.run_id, of_type=DagsterEventType.PIPELINE_CANCELED
+        ).records
+        assert "Marked canceled by run_health_sensor" in (
+            canceled[0].event_log_entry.dagster_event.message or ""  # type: ignore[union-attr]
+        )
