@@ -78,6 +78,8 @@ class Settings:
     landing_max_image_bytes: int
     landing_max_inflated_bytes: int
     landing_max_line_bytes: int
+    # Crash safety (test-only, docs/ingest.md): a named crash point to die at by SIGKILL.
+    crash_at: tuple[str, int] | None = None
 
     @property
     def lake_root(self) -> Path:
@@ -165,6 +167,18 @@ def _flag(name: str) -> bool:
     return value is not None and value.lower() not in ("0", "false")
 
 
+def _crash_at(name: str) -> tuple[str, int] | None:
+    """``<point>`` or ``<point>@<n>``: die at the n-th time (default 1) the point is reached.
+    Which names exist is checked by ``defs.crashpoints`` (settings imports no defs)."""
+    value = _env(name)
+    if value is None:
+        return None
+    point, sep, count = value.partition("@")
+    if not point or (sep and not count.isdigit()) or (sep and int(count) < 1):
+        raise SettingsError(f"{name} must be <point> or <point>@<n> with n >= 1, got {value!r}")
+    return point, int(count) if sep else 1
+
+
 def _load_dotenv() -> None:
     try:
         from dotenv import load_dotenv
@@ -220,6 +234,8 @@ def get_settings() -> Settings:
         landing_max_image_bytes=max(1, _int("MDP_LANDING_MAX_IMAGE_BYTES", 50 * 2**20) or 0),
         landing_max_inflated_bytes=_int("MDP_LANDING_MAX_INFLATED_BYTES", 512 << 20) or 512 << 20,
         landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
+        # Crash safety (test-only)
+        crash_at=_crash_at("MDP_CRASH_AT"),
     )
 
 
