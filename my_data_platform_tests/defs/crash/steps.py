@@ -45,7 +45,8 @@ CHILD_TIMEOUT_S = 300
 def run_step(
     defs: dg.Definitions, instance: dg.DagsterInstance, step: str, days: list[str]
 ) -> dg.ExecuteInProcessResult:
-    """One run of ``step`` over ``days`` (a single-run backfill's range when several)."""
+    """One run of ``step`` over ``days`` (a single-run backfill's range when several; none for
+    an unpartitioned step)."""
     tags = {}
     if len(days) > 1:
         tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
