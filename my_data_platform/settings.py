@@ -81,6 +81,8 @@ class Settings:
     # run health: the run heartbeat, and when a silent run is dead (defs/automation/run_health)
     run_heartbeat_s: float
     run_stale_after_s: float
+    # Crash safety (test-only, docs/ingest.md): a named crash point to die at by SIGKILL.
+    crash_at: tuple[str, int] | None = None
 
     @property
     def lake_root(self) -> Path:
@@ -168,6 +170,18 @@ def _flag(name: str) -> bool:
     return value is not None and value.lower() not in ("0", "false")
 
 
+def _crash_at(name: str) -> tuple[str, int] | None:
+    """``<point>`` or ``<point>@<n>``: die at the n-th time (default 1) the point is reached.
+    Which names exist is checked by ``defs.crashpoints`` (settings imports no defs)."""
+    value = _env(name)
+    if value is None:
+        return None
+    point, sep, count = value.partition("@")
+    if not point or (sep and not count.isdigit()) or (sep and int(count) < 1):
+        raise SettingsError(f"{name} must be <point> or <point>@<n> with n >= 1, got {value!r}")
+    return point, int(count) if sep else 1
+
+
 def _load_dotenv() -> None:
     try:
         from dotenv import load_dotenv
@@ -225,6 +239,8 @@ def get_settings() -> Settings:
         landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
         # run health
         **_run_health(),
+        # Crash safety (test-only)
+        crash_at=_crash_at("MDP_CRASH_AT"),
     )
 
 

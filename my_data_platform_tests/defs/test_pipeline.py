@@ -8,6 +8,7 @@ corruption ends in quarantine with its reason, and a second full refresh changes
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import polars as pl
 import pytest
 
 from my_data_platform.core import warehouse as wh
+from my_data_platform.defs.lake.objects import referenced_lake_keys
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.warehouse.location import location_from_settings
 from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
@@ -166,13 +168,27 @@ def _assert_world_loaded_correctly(outcomes: list) -> None:
     assert all(not o.failed_checks for o in outcomes)
 
 
+def _lake_layout(data_env: Path) -> list[str]:
+    """The lake's objects, with each day's generation name (time + run id) left out."""
+    root = data_env / "lake"
+    return sorted(
+        re.sub(
+            r"-\d{8}T\d{12}Z-[0-9a-f]{8}\.parquet$",
+            "-<generation>.parquet",
+            str(p.relative_to(root)),
+        )
+        for p in (root / "lake").rglob("*")
+        if p.is_file()
+    )
+
+
 @pytest.mark.slow  # generates a world and runs the lake and warehouse twice
 def test_local_full_refresh_reconciles_and_is_idempotent(data_env: Path) -> None:
     with dg.instance_for_test() as instance:
         outcomes = _seed_and_refresh(instance)
         _assert_world_loaded_correctly(outcomes)
         first = _snapshot()
-        lake_files = sorted(p.name for p in (data_env / "lake" / "lake").rglob("*.parquet"))
+        lake_files = _lake_layout(data_env)
         # a second full refresh replaces every partition: identical contents, no duplicates
         defs = load_definitions()
         again = execute_plan(defs, instance, plan_refresh(defs, instance, SELECTION))
@@ -181,7 +197,10 @@ def test_local_full_refresh_reconciles_and_is_idempotent(data_env: Path) -> None
         for t in TABLES:
             assert first[t].equals(second[t]), t
             assert first[t].height > 0, t
-        assert sorted(p.name for p in (data_env / "lake" / "lake").rglob("*.parquet")) == lake_files
+        # each day republished under a new generation, the previous one deleted: no leftovers
+        assert _lake_layout(data_env) == lake_files
+        store = object_store_from_settings()
+        assert {o.key for o in store.list("lake/")} == referenced_lake_keys(store)
         # the runs are recorded in the instance, as they would be from the UI
         assert len(instance.get_runs()) == 2 * len(outcomes)
 

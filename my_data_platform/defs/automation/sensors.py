@@ -17,6 +17,7 @@ import dagster as dg
 
 from my_data_platform.core.images import IMAGE_SUFFIXES
 from my_data_platform.core.objectstore import ObjectInfo, ObjectStore
+from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
     EVENTS_QUARANTINE_KEY,
@@ -220,6 +221,9 @@ def build_landing_events_sensor(
     def landing_events_sensor(
         context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
     ) -> dg.SensorResult:
+        # A tick has no side effect of its own: the daemon stores the cursor and submits the
+        # runs it returns, so a tick that dies anywhere leaves the previous cursor to replan from.
+        crash_point("sensor_tick.start")
         cursor = _load_cursor(context.cursor)
         plan = plan_landing_events(
             object_store.get_store(),
@@ -235,6 +239,7 @@ def build_landing_events_sensor(
             changed = {d: g for d, g in changed.items() if d not in loaded}
         existing = set(context.instance.get_dynamic_partitions(event_days.name or ""))
         new_days = sorted(d for d in plan.changed if d not in existing)
+        crash_point("sensor_tick.middle")
         context.log.info(
             "listed %d objects (%s); %d changed days, %d already loaded, %d new partitions",
             plan.listed,
@@ -243,7 +248,7 @@ def build_landing_events_sensor(
             len(loaded),
             len(new_days),
         )
-        return dg.SensorResult(
+        result = dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
                     run_key=f"{day}:{dig}",
@@ -258,6 +263,8 @@ def build_landing_events_sensor(
             else [],
             cursor=json.dumps(plan.cursor, separators=(",", ":")),
         )
+        crash_point("sensor_tick.end")
+        return result
 
     return landing_events_sensor
 

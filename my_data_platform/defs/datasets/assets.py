@@ -9,6 +9,7 @@ import polars as pl
 from my_data_platform.core import datasets as D
 from my_data_platform.core import features as F
 from my_data_platform.core.versioning import DEFAULT_BRANCH
+from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.datasets.lineage import (
     KEY,
     PHOTOS,
@@ -68,6 +69,7 @@ def popularity_dataset(
     branch = f"run-{context.run.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     vs.create_branch(branch, DEFAULT_BRANCH)
     vs.put_objects(branch, objects)
+    crash_point("dataset_commit.start")
 
     # audit the branch: read back what was written, never the in-memory copy
     staged = D.read_examples(vs.get_object(branch, D.EXAMPLES))
@@ -139,7 +141,9 @@ def popularity_dataset(
             **{f"upstream:{k}": v for k, v in upstream.items()},
         },
     )
+    crash_point("dataset_commit.middle")
     main_commit = vs.merge(branch, DEFAULT_BRANCH, message=f"publish {branch}")
+    crash_point("dataset_commit.end")
     tag = f"popularity-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{main_commit[:8]}"
     vs.create_tag(tag, main_commit)
     vs.delete_branch(branch)

@@ -11,13 +11,15 @@ import polars as pl
 
 from my_data_platform.core.objectstore import ObjectStore
 from my_data_platform.core.warehouse import table_exists
+from my_data_platform.defs.lake.objects import published_days
 
 EVENT_COLUMNS = ["event_id", "event_type", "user_id", "photo_id", "ts", "dwell_ms"]
 
 
 def scan_lake_events(store: ObjectStore) -> pl.LazyFrame:
-    """All loaded events, every landed day, as one lazy scan of the lake Parquet files."""
-    keys = [o.key for o in store.list("lake/events/") if o.key.endswith("/events.parquet")]
+    """All loaded events, every landed day, as one lazy scan of the lake Parquet files (each
+    day's published generation)."""
+    keys = [day.events_key for day in published_days(store).values()]
     if not keys:
         raise FileNotFoundError(
             f"no lake/events partitions in {store.describe()}: materialize lake/events first"

@@ -1,9 +1,12 @@
 """The lake: validated, deduplicated Parquet and the image manifest, in the object store.
 
-Landed files are never modified. Each lake object is written to a temporary location and
-published atomically, so re-materializing a partition replaces it in one step.
+Landed files are never modified. A landing day is published in one step: its events and
+quarantine objects are written under names unique to the run (a generation), then one small
+pointer object naming both is put atomically (``lake.objects.published_day``), so a reader, or
+a crash, sees the previous publish or the new one, never half of a day.
 """
 
+import contextlib
 import datetime as dt
 import functools
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +31,7 @@ from my_data_platform.core.images import (
     read_image,
 )
 from my_data_platform.core.objectstore import ObjectInfo, ObjectNotFoundError, ObjectStore
+from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.lake.objects import (
     EVENTS_KEY,
     EVENTS_PARQUET_OPTIONS,
@@ -37,11 +41,15 @@ from my_data_platform.defs.lake.objects import (
     PHOTOS_QUARANTINE_KEY,
     PHOTOS_QUARANTINE_OBJECT,
     ROW_GROUP_SIZE,
+    PublishedDay,
     event_day,
-    lake_events_object,
-    lake_events_quarantine_object,
+    lake_events_generation_object,
+    lake_events_pointer,
+    lake_events_quarantine_generation_object,
     landing_digest,
     landing_events_prefix,
+    new_generation,
+    published_day,
     read_parquet,
     write_parquet,
 )
@@ -71,7 +79,7 @@ def _parse_day(day: str) -> dt.date:
                 "deduplicated by event id, as Parquet in the lake. Only events that reference "
                 "known users and photos get here, so every downstream number is trustworthy."
             ),
-            metadata={"dagster/uri": "lake/events/date=<day>/events.parquet"},
+            metadata={"dagster/uri": "lake/events/date=<day>/_published.json"},
         ),
         dg.AssetSpec(
             EVENTS_QUARANTINE_KEY,
@@ -104,8 +112,10 @@ def lake_events(
     context: dg.AssetExecutionContext, object_store: ObjectStoreResource, oltp: OLTPResource
 ):
     """One day per partition; a run over a partition range (a single-run backfill) ingests its
-    days one after the other, so memory is that of one day. Each day's materialization carries
-    that day's own counts; the reconciliation check passes only if every day reconciles."""
+    days one after the other, so memory is that of one day, and publishes each as soon as it is
+    written: a run that fails leaves every day fully published or as it was. Each day's
+    materialization carries that day's own counts; the reconciliation check passes only if every
+    day reconciles."""
     days = list(context.partition_keys)
     dates = {day: _parse_day(day) for day in days}
     store = object_store.get_store()
@@ -180,14 +190,20 @@ def _ingest_partition(
     photo_ids: Any,
     limits: LandingLimits,
 ) -> dict[str, int]:
-    """Ingest one landing day into the lake and attach its metadata to that day's
+    """Ingest one landing day into the lake, publish it, and attach its metadata to that day's
     materializations of lake/events and lake/events_quarantine. Returns the day's counts."""
-    # Each file is read by the worker that validates it, and loaded rows stream into the
-    # Parquet file while later files are still being validated. The quarantine is published
-    # inside the events file's block, so a failure before the end publishes neither; the
-    # events file is published last, once the whole day has been ingested and written.
-    with store.writing(lake_events_object(day), suffix=".parquet") as path:
-        with pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer:
+    crash_point("lake_events.start")
+    previous = published_day(store, day)
+    generation = new_generation(context.run.run_id)
+    events_key = lake_events_generation_object(day, generation)
+    quarantine_key = lake_events_quarantine_generation_object(day, generation)
+    try:
+        # Each file is read by the worker that validates it, and loaded rows stream into the
+        # Parquet file while later files are still being validated.
+        with (
+            store.writing(events_key, suffix=".parquet") as path,
+            pq.ParquetWriter(path, EVENTS_SCHEMA, **EVENTS_PARQUET_OPTIONS) as writer,
+        ):
             result = ingest_day(
                 [(o.key, _reader(store, o, limits)) for o in objects],
                 date,
@@ -197,11 +213,35 @@ def _ingest_partition(
                 keep_events=False,
                 limits=limits,
             )
-        write_parquet(store, lake_events_quarantine_object(day), result.quarantine)
+        write_parquet(store, quarantine_key, result.quarantine)
+    except BaseException:
+        for key in (events_key, quarantine_key):  # never published: nothing refers to them
+            with contextlib.suppress(Exception):
+                store.delete(key)
+        raise
+    crash_point("lake_events.middle")
     stats = result.stats
+    counts = {k: int(getattr(stats, k)) for k in COUNT_KEYS}
+    digest = landing_digest(objects)
+    published = PublishedDay(
+        day=day,
+        events_key=events_key,
+        quarantine_key=quarantine_key,
+        generation=generation,
+        pointer_key=lake_events_pointer(day),
+        run_id=context.run.run_id,
+        landing_digest=digest,
+        counts=counts,
+    )
+    # The publish: one atomic put. Before it, readers see the previous generation; after it,
+    # this one. (Should the put fail, the new objects stay for maintenance: a put that timed
+    # out may still have happened.)
+    store.put_bytes(lake_events_pointer(day), published.to_json())
+    _delete_superseded(context, store, previous, published)
+    crash_point("lake_events.end")
     context.log.info(
         "day %s: %d files, %d landed lines, %d loaded, %d quarantined (%d duplicates), "
-        "%d unreadable files",
+        "%d unreadable files; published generation %s",
         day,
         stats.files,
         stats.landed_lines,
@@ -209,14 +249,15 @@ def _ingest_partition(
         stats.quarantined,
         stats.duplicates,
         stats.file_errors,
+        generation,
     )
-    counts = {k: int(getattr(stats, k)) for k in COUNT_KEYS}
     context.add_asset_metadata(
         {
             **table_metadata(result.preview, row_count=stats.loaded),
             **counts,
-            "landing_digest": landing_digest(objects),
-            "dagster/uri": store.uri(lake_events_object(day)),
+            "landing_digest": digest,
+            "generation": generation,
+            "dagster/uri": store.uri(events_key),
         },
         asset_key=EVENTS_KEY,
         partition_key=day,
@@ -231,12 +272,31 @@ def _ingest_partition(
             "quarantined": stats.quarantined,
             "file_errors": stats.file_errors,
             "reasons": dg.MetadataValue.md(markdown_preview(reasons, rows=50)),
-            "dagster/uri": store.uri(lake_events_quarantine_object(day)),
+            "generation": generation,
+            "dagster/uri": store.uri(quarantine_key),
         },
         asset_key=EVENTS_QUARANTINE_KEY,
         partition_key=day,
     )
     return counts
+
+
+def _delete_superseded(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    previous: PublishedDay | None,
+    published: PublishedDay,
+) -> None:
+    """Best effort: the previous generation's objects (or a legacy day's fixed-name ones) are
+    no longer referenced once the new pointer is in place. What is left (a failed delete, a
+    crash) is removed by the lake maintenance, which keeps whatever a pointer names."""
+    if previous is None:
+        return
+    for key in set(previous.keys) - set(published.keys):
+        try:
+            store.delete(key)
+        except Exception as exc:  # the publish stands; maintenance removes it later
+            context.log.warning("could not delete superseded lake object %r: %s", key, exc)
 
 
 def _reader(store: ObjectStore, o: ObjectInfo, limits: LandingLimits) -> Any:

@@ -12,12 +12,8 @@ import polars as pl
 from my_data_platform.core.objectstore import ObjectNotFoundError
 from my_data_platform.core.oltp import as_utc
 from my_data_platform.core.warehouse import ParquetFiles, transaction
-from my_data_platform.defs.lake.objects import (
-    PHOTOS_MANIFEST_OBJECT,
-    lake_events_object,
-    lake_events_quarantine_object,
-    read_parquet,
-)
+from my_data_platform.defs.crashpoints import crash_point
+from my_data_platform.defs.lake.objects import PHOTOS_MANIFEST_OBJECT, read_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import table_metadata
 from my_data_platform.defs.partitions import event_days, event_days_backfill_policy
@@ -91,7 +87,10 @@ def warehouse_events(
 ) -> ParquetFiles:
     """Clean activity events, one landing day per partition: the fact table behind every
     engagement metric, feature and label. Re-materializing days replaces them atomically."""
-    return lake_days_files(context, object_store.get_store(), lake_events_object, "lake/events")
+    crash_point("warehouse_events.start")
+    return lake_days_files(
+        context, object_store.get_store(), lambda day: day.events_key, "lake/events"
+    )
 
 
 @dg.asset(
@@ -110,7 +109,10 @@ def warehouse_events_quarantine(
     """Quarantined event lines, one landing day per partition, queryable by analysts and data
     owners: the original text, file, line and reason of everything that was not loaded."""
     return lake_days_files(
-        context, object_store.get_store(), lake_events_quarantine_object, "lake/events_quarantine"
+        context,
+        object_store.get_store(),
+        lambda day: day.quarantine_key,
+        "lake/events_quarantine",
     )
 
 

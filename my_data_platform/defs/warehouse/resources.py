@@ -26,6 +26,7 @@ from pydantic import Field
 from my_data_platform.core import warehouse as wh
 from my_data_platform.core.duck import quote_ident
 from my_data_platform.core.fsutil import LockTimeout, file_lock
+from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.lake.resources import (
     ObjectStoreResource,
     object_store_resource_from_settings,
@@ -56,6 +57,8 @@ class DuckLakeClient(DbClient):
                 )
                 with wh.transaction(conn):
                     yield conn
+                if writing:
+                    _crash_point(table_slice, "end")  # committed, not yet reported
             finally:
                 conn.close()
 
@@ -98,6 +101,12 @@ def writer_lock(location: wh.WarehouseLocation, timeout_s: float = 1800) -> Iter
                 f" (lock file {lock_path})"
             ) from None
         yield
+
+
+def _crash_point(table_slice: TableSlice, stage: str) -> None:
+    """warehouse/events' crash points in its load (test-only, ``defs/crashpoints.py``)."""
+    if (table_slice.schema, table_slice.table) == ("warehouse", "events"):
+        crash_point(f"warehouse_events.{stage}")
 
 
 def _retry(fn: Any, attempts: int = 8) -> Any:
@@ -147,6 +156,7 @@ class PolarsArrowTypeHandler(DbTypeHandler[pl.DataFrame]):
                 store=self.object_store.get_store() if self.object_store else None,
                 data_path=self.location.data_path if self.location else None,
             )
+            _crash_point(table_slice, "middle")  # copied and registered, not committed
             return self._written_metadata(connection, table_slice, (added,))
         if isinstance(obj, pl.DataFrame):
             # DuckLake stores variable-length lists, not fixed-size arrays (e.g. embeddings).

@@ -14,7 +14,7 @@ from dagster._core.storage.tags import (
 )
 
 from my_data_platform.defs.lake.assets import lake_events
-from my_data_platform.defs.lake.objects import lake_events_object, lake_events_quarantine_object
+from my_data_platform.defs.lake.objects import published_day
 from my_data_platform.defs.lake.resources import (
     LocalObjectStoreResource,
     object_store_from_settings,
@@ -64,7 +64,8 @@ def test_a_range_with_a_day_without_files_fails_before_writing_anything(data_env
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert "landing/events/date=2030-01-01/" in message and day not in message
-    assert not store.exists(lake_events_object(day))  # the good day was not written either
+    assert published_day(store, day) is None  # the good day was not written either
+    assert list(store.list("lake/")) == []
 
 
 def test_mdp_run_groups_days_into_partition_ranges() -> None:
@@ -88,7 +89,9 @@ def test_the_lake_file_is_laid_out_for_readers(data_env: Path) -> None:
     day = _one_day(events_per_day=500, seed=2)
     result = _materialize_lake_events(data_env, [day], partition_key=day)
     assert result.success
-    meta = pq.ParquetFile(data_env / "lake" / lake_events_object(day)).metadata
+    published = published_day(object_store_from_settings(), day)
+    assert published is not None
+    meta = pq.ParquetFile(data_env / "lake" / published.events_key).metadata
     assert meta.num_rows > 400
     group = meta.row_group(0)
     columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
@@ -146,7 +149,9 @@ def test_hostile_landed_files_are_quarantined_and_the_day_still_loads(data_env: 
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
-    events = pq.read_table(data_env / "lake" / lake_events_object(day)).to_pylist()
+    published = published_day(object_store_from_settings(), day)
+    assert published is not None
+    events = pq.read_table(data_env / "lake" / published.events_key).to_pylist()
     ids = [e["event_id"] for e in events]
     plain = sum(i.startswith("p-") for i in ids)
     assert plain > 10 and sum(i.startswith("u-") for i in ids) == plain
@@ -155,7 +160,7 @@ def test_hostile_landed_files_are_quarantined_and_the_day_still_loads(data_env: 
     assert {e["source_file"] for e in events if e["event_id"].startswith("u-")} == {
         prefix + "día-u\u0308.jsonl"
     }
-    quarantine = pq.read_table(data_env / "lake" / lake_events_quarantine_object(day))
+    quarantine = pq.read_table(data_env / "lake" / published.quarantine_key)
     rows = {(r["source_file"].removeprefix(prefix), r["reason"]) for r in quarantine.to_pylist()}
     assert {
         ("bad\\udcff.jsonl.gz", "invalid_name"),
