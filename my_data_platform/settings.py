@@ -81,6 +81,10 @@ class Settings:
     # run health: the run heartbeat, and when a silent run is dead (defs/automation/run_health)
     run_heartbeat_s: float
     run_stale_after_s: float
+    # maintenance (docs/maintenance.md): snapshot retention, temp-file grace, weekly schedule
+    warehouse_snapshot_retention_days: float = 7.0
+    maintenance_grace_s: float = 3600.0
+    maintenance_cron: str = "0 4 * * 0"
     # Crash safety (test-only, docs/ingest.md): a named crash point to die at by SIGKILL.
     crash_at: tuple[str, int] | None = None
 
@@ -239,6 +243,12 @@ def get_settings() -> Settings:
         landing_max_line_bytes=_int("MDP_LANDING_MAX_LINE_BYTES", 1 << 20) or 1 << 20,
         # run health
         **_run_health(),
+        # maintenance
+        warehouse_snapshot_retention_days=max(
+            0.0, _float("MDP_WAREHOUSE_SNAPSHOT_RETENTION_DAYS", 7.0) or 0.0
+        ),
+        maintenance_grace_s=max(60.0, _float("MDP_MAINTENANCE_GRACE_S", 3600.0) or 0.0),
+        maintenance_cron=_cron("MDP_MAINTENANCE_CRON", "0 4 * * 0"),
         # Crash safety (test-only)
         crash_at=_crash_at("MDP_CRASH_AT"),
     )

@@ -14,6 +14,7 @@ from my_data_platform.cli import datasets, features, model
 from my_data_platform.cli._common import UserError, err
 from my_data_platform.cli.demo import demo_summary
 from my_data_platform.cli.explore import explore
+from my_data_platform.cli.maintenance import maintenance
 from my_data_platform.cli.run import run
 from my_data_platform.cli.sql import sql
 from my_data_platform.cli.world import seed
@@ -33,6 +34,7 @@ app.add_typer(model.app, name="model")
 app.command()(model.train)
 app.command("demo-summary")(demo_summary)
 app.command()(explore)
+app.command()(maintenance)
 
 
 def main() -> None:

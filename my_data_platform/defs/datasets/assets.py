@@ -4,11 +4,14 @@ audited there, merged into ``main`` only when every audit passes (see docs/ml-as
 import datetime as dt
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from my_data_platform.core import datasets as D
 from my_data_platform.core import features as F
-from my_data_platform.core.versioning import DEFAULT_BRANCH
+from my_data_platform.core.maintenance import current_snapshot
+from my_data_platform.core.versioning import DEFAULT_BRANCH, VersionStore
+from my_data_platform.core.warehouse import CATALOG_ALIAS
 from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.datasets.lineage import (
     KEY,
@@ -24,6 +27,11 @@ from my_data_platform.defs.features.resources import FeatureSettings
 from my_data_platform.defs.lake.objects import PHOTOS_MANIFEST_OBJECT, read_parquet
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import png_metadata
+from my_data_platform.defs.warehouse.resources import WarehouseResource
+
+SNAPSHOT_METADATA = "warehouse_snapshot"
+"""Dataset commit metadata: the DuckLake snapshot the dataset was read from. Warehouse
+maintenance never expires a snapshot a published dataset names (docs/maintenance.md)."""
 
 AUDITS = {
     "schema": "Every required column is present and the dataset is not empty.",
@@ -54,12 +62,17 @@ def popularity_dataset(
     object_store: ObjectStoreResource,
     versioning: VersioningResource,
     feature_settings: FeatureSettings,
+    warehouse: WarehouseResource,
 ):
     """The training dataset for the popularity model: point-in-time features, labels from
     feedback, image references and deterministic author-disjoint splits, as one immutable,
     audited commit. Every model names the commit it was trained on, so it can be rebuilt."""
     store = object_store.get_store()
     vs = versioning.get_store()
+    # The snapshot the photos input was just read at: warehouse writers replace whole day
+    # slices, so the first snapshot at or after the read holds what the dataset was built from.
+    with warehouse.connect() as conn:
+        snapshot = warehouse_snapshot(conn)
     examples = read_feature(store, "training_examples")
     manifest = pl.from_arrow(read_parquet(store, PHOTOS_MANIFEST_OBJECT))
     assert isinstance(manifest, pl.DataFrame)
@@ -121,10 +134,12 @@ def popularity_dataset(
         head = vs.branch_head(DEFAULT_BRANCH)
         vs.delete_branch(branch)
         context.log.info("dataset unchanged; main stays at %s", head)
+        tag = _ensure_tag(context, vs, head)
         yield dg.MaterializeResult(
             metadata={
                 **base_md,
                 "dataset_commit": head,
+                "tag": tag,
                 "published": False,
                 "unchanged": True,
                 "card": dg.MetadataValue.md(vs.get_object(head, D.CARD).decode()),
@@ -138,14 +153,14 @@ def popularity_dataset(
             "dagster_run_id": context.run.run_id,
             "code_version": code_version(),
             "examples": str(staged.height),
+            SNAPSHOT_METADATA: str(snapshot),
             **{f"upstream:{k}": v for k, v in upstream.items()},
         },
     )
     crash_point("dataset_commit.middle")
     main_commit = vs.merge(branch, DEFAULT_BRANCH, message=f"publish {branch}")
     crash_point("dataset_commit.end")
-    tag = f"popularity-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{main_commit[:8]}"
-    vs.create_tag(tag, main_commit)
+    tag = _ensure_tag(context, vs, main_commit)
     vs.delete_branch(branch)
     context.log.info("published dataset commit %s (tag %s)", main_commit, tag)
     yield dg.MaterializeResult(
@@ -158,3 +173,21 @@ def popularity_dataset(
             "card": dg.MetadataValue.md(vs.get_object(main_commit, D.CARD).decode()),
         }
     )
+
+
+def warehouse_snapshot(conn: duckdb.DuckDBPyConnection) -> int:
+    """The DuckLake snapshot a connection reads (the warehouse's newest)."""
+    return current_snapshot(conn, CATALOG_ALIAS)
+
+
+def _ensure_tag(context: dg.AssetExecutionContext, vs: VersionStore, commit: str) -> str:
+    """The ``popularity-*`` tag of a published commit, created if missing: a run killed between
+    the merge and the tag leaves main tagless, and the rerun (which finds the dataset unchanged)
+    tags it then."""
+    for name, target in sorted(vs.list_tags().items()):
+        if target == commit and name.startswith("popularity-"):
+            return name
+    tag = f"popularity-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{commit[:8]}"
+    vs.create_tag(tag, commit)
+    context.log.info("tagged dataset commit %s as %s", commit, tag)
+    return tag

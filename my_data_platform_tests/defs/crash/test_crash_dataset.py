@@ -84,5 +84,9 @@ def test_dataset_commit_crash_points(world, stage: str) -> None:
         assert vs.get_commit(published).parents == (before,), where
         _assert_whole(vs, published)
         assert latest_metadata(instance, KEY)["dataset_commit"] == published, where
+        # tagged, even when the crash fell between the merge and the tag
+        tags = [n for n, c in vs.list_tags().items() if c == published]
+        assert [n for n in tags if n.startswith("popularity-")], where
+        assert latest_metadata(instance, KEY)["tag"] in tags, where
     # every crash left its run branch behind (middle and end: committed; start: staged)
     assert len([b for b in vs.list_branches() if b.startswith("run-")]) >= 3
