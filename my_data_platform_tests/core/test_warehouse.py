@@ -172,3 +172,51 @@ def test_files_with_a_new_column_extend_an_older_table(
         conn.close()
     assert added == 2
     assert rows == [(0, None), (1, None), (2, None), (3, None), (4, None), (7, "x"), (8, None)]
+
+
+def _moved(tmp_path: Path, location: wh.WarehouseLocation) -> wh.WarehouseLocation:
+    """The same warehouse, with a data file, copied under ``moved/`` (catalog and files), the
+    original renamed."""
+    conn = wh.connect(location, threads=1)
+    conn.execute("INSERT INTO warehouse.t SELECT range FROM range(5, 3000)")  # a Parquet file
+    conn.close()
+    shutil.copytree(tmp_path / "wh", tmp_path / "moved" / "wh")
+    shutil.copytree(tmp_path / "data", tmp_path / "moved" / "data")
+    (tmp_path / "wh").rename(tmp_path / "wh-gone")
+    (tmp_path / "data").rename(tmp_path / "data-gone")
+    return wh.WarehouseLocation(
+        catalog=f"sqlite:{tmp_path / 'moved' / 'wh' / 'catalog.sqlite'}",
+        data_path=f"{tmp_path / 'moved' / 'data'}/",
+    )
+
+
+def test_a_moved_warehouse_reads_and_writes_at_its_new_path(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    moved = _moved(tmp_path, location)
+    assert _query(moved, "SELECT count(*), sum(a) FROM warehouse.t")[1] == [(3000, 4498500)]
+    conn = wh.connect(moved, threads=1)
+    try:
+        assert wh.stored_data_path(conn) == moved.data_path  # re-pointed by the writer
+        with wh.transaction(conn):
+            conn.execute("INSERT INTO warehouse.t SELECT range FROM range(3000, 6000)")
+    finally:
+        conn.close()
+    assert _query(moved, "SELECT count(*), sum(a) FROM warehouse.t")[1] == [(6000, 17997000)]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "wh").exists()
+    assert len(list((tmp_path / "moved" / "data").rglob("*.parquet"))) == 2
+
+
+def test_a_catalog_moved_without_its_files_is_refused(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    moved = _moved(tmp_path, location)
+    shutil.rmtree(tmp_path / "moved" / "data")
+    with pytest.raises(wh.WarehouseError, match="holds no files"):
+        wh.connect(moved, threads=1)
+    path = moved.catalog.removeprefix("sqlite:")
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        (stored,) = con.execute(
+            "SELECT value FROM ducklake_metadata WHERE key = 'data_path' AND scope IS NULL"
+        ).fetchone()
+    assert stored == location.data_path  # not re-pointed at the empty folder
