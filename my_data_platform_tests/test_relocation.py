@@ -26,10 +26,7 @@ pytestmark = pytest.mark.slow  # a generated world, `mdp` subprocesses, a mongod
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ["users", "photos", "events", "events_quarantine", "photo_engagement_daily"]
-COUNTS = " UNION ALL ".join(
-    f"SELECT '{t}' AS t, count(*) AS n FROM warehouse.{t}"
-    for t in TABLES
-)
+COUNTS = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM warehouse.{t}" for t in TABLES)
 EVENTS_BY_DAY = (
     "SELECT landing_date::VARCHAR AS day, count(*) AS n, count(DISTINCT event_id) AS ids, "
     "sum(hash(event_id)) AS h FROM warehouse.events GROUP BY 1 ORDER BY 1"
@@ -119,6 +116,7 @@ def test_a_copied_data_dir_works_at_its_new_path(tmp_path: Path) -> None:
     assert sql(b, COUNTS) == counts
     assert sql(b, EVENTS_BY_DAY) == by_day
     assert _runs(b) > runs_before  # the instance moved with its history, and records new runs
+    assert str(a) not in (b / "dagster_home" / "dagster.yaml").read_text()
     assert _stored_data_path(b) == f"{b}/lake/warehouse/"  # the catalog was re-pointed
     assert not (tmp_path / "a").exists(), "nothing was written to the old path"
     assert _stored_data_path(gone / "data") == f"{a}/lake/warehouse/"  # the original untouched
