@@ -251,7 +251,7 @@ class AnalystSession:
     def arrow(self, sql: str, timeout_s: float = 60.0) -> pa.Table:
         """Check and run ``sql``; returns its last statement's result as an Arrow table (typed
         columns, for frames)."""
-        return self._execute(sql, timeout_s, lambda rel: rel.fetch_arrow_table())[1]
+        return self._execute(sql, timeout_s, lambda rel: rel.to_arrow_table())[1]
 
     def _execute(
         self, sql: str, timeout_s: float, fetch: Callable[[Any], T]
