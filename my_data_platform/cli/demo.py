@@ -11,34 +11,29 @@ from my_data_platform.cli._common import console, object_store
 
 def demo_summary() -> None:
     """Print where to look after `make demo`."""
-    from my_data_platform.core.warehouse import run_analyst_query
+    from my_data_platform.cli.sql import analyst_session
     from my_data_platform.defs.warehouse.location import location_from_settings
 
     loc = location_from_settings()
-    _, rows = run_analyst_query(
-        loc,
-        "SELECT (SELECT count(*) FROM warehouse.events), "
-        "(SELECT count(*) FROM warehouse.events_quarantine), "
-        "(SELECT count(*) FROM warehouse.photos), (SELECT count(*) FROM warehouse.users)",
-        object_store(),
-    )
-    events, quarantined, photos, users = rows[0]
-    console.print(
-        f"\n[bold]warehouse[/]: {events:,} events, {quarantined:,} quarantined lines, "
-        f"{photos:,} photos, {users:,} users  ({loc.describe()})"
-    )
-    try:
-        _, frows = run_analyst_query(
-            loc,
-            "SELECT count(*), avg(label) FROM features.training_examples",
-            object_store(),
+    with analyst_session() as session:
+        _, rows = session.run(
+            "SELECT (SELECT count(*) FROM warehouse.events), "
+            "(SELECT count(*) FROM warehouse.events_quarantine), "
+            "(SELECT count(*) FROM warehouse.photos), (SELECT count(*) FROM warehouse.users)"
         )
+        events, quarantined, photos, users = rows[0]
         console.print(
-            f"[bold]features[/]:  {frows[0][0]:,} training examples, positive rate "
-            f"{float(frows[0][1] or 0):.1%}  (mdp features get <photo_id>)"
+            f"\n[bold]warehouse[/]: {events:,} events, {quarantined:,} quarantined lines, "
+            f"{photos:,} photos, {users:,} users  ({loc.describe()})"
         )
-    except Exception:
-        pass
+        try:
+            _, frows = session.run("SELECT count(*), avg(label) FROM features.training_examples")
+            console.print(
+                f"[bold]features[/]:  {frows[0][0]:,} training examples, positive rate "
+                f"{float(frows[0][1] or 0):.1%}  (mdp features get <photo_id>)"
+            )
+        except Exception:
+            pass
     try:
         from my_data_platform.defs.datasets.resources import version_store_from_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from my_data_platform.cli._common import (
     parse_time,
     require_data_dir,
 )
+
+if TYPE_CHECKING:
+    from my_data_platform.core.sandbox import AnalystSession
 
 app = typer.Typer(help="Online features: the same definition as training, for one photo.")
 
@@ -32,33 +35,29 @@ def features_get(
     """The feature vector of one photo as of a time, computed by the training definition."""
     import polars as pl
 
+    from my_data_platform.cli.sql import analyst_session
     from my_data_platform.core import features as F
-    from my_data_platform.core.warehouse import analyst_connection
-    from my_data_platform.defs.features.inputs import (
-        observed_until,
-        read_warehouse_table,
-        scan_lake_events,
-    )
+    from my_data_platform.core.sandbox import SandboxError
+    from my_data_platform.defs.features.inputs import observed_until, scan_lake_events
     from my_data_platform.defs.features.objects import classifier_outputs
     from my_data_platform.defs.features.resources import feature_settings_from_settings
-    from my_data_platform.defs.warehouse.location import location_from_settings
 
     if format not in ("table", "json"):
         fail(f"--format must be table or json, got {format!r}")
     require_data_dir()
     store = object_store()
-    conn = analyst_connection(location_from_settings(), store)
     try:
-        photos = read_warehouse_table(
-            conn, "warehouse", "photos", ["photo_id", "user_id", "uploaded_at", "caption"]
-        )
-        users = read_warehouse_table(
-            conn, "warehouse", "users", ["user_id", "joined_at", "follower_count"]
-        )
+        with analyst_session() as session:
+            photos = _read_table(
+                session, "warehouse", "photos", ["photo_id", "user_id", "uploaded_at", "caption"]
+            )
+            users = _read_table(
+                session, "warehouse", "users", ["user_id", "joined_at", "follower_count"]
+            )
     except LookupError as exc:
         fail(f"{exc}: run `mdp run` first")
-    finally:
-        conn.close()
+    except SandboxError as exc:
+        fail(str(exc))
     mine = photos.filter(pl.col("photo_id") == photo_id)
     if mine.height == 0:
         fail(f"photo {photo_id} is not in warehouse.photos")
@@ -89,3 +88,18 @@ def features_get(
         shown = f"[{len(v)} values]" if isinstance(v, list) and len(v) > 8 else str(v)
         table.add_row(k, shown)
     console.print(table)
+
+
+def _read_table(session: AnalystSession, schema: str, table: str, columns: list[str]) -> Any:
+    """A warehouse table as a Polars frame, read through the analyst sandbox."""
+    import polars as pl
+
+    # identifiers are fixed by the caller, never user input
+    found = session.run(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'mdp' "  # noqa: S608
+        f"AND schema_name = '{schema}' AND table_name = '{table}'"
+    )[1]
+    if not found or not found[0][0]:
+        raise LookupError(f"warehouse table {schema}.{table} does not exist yet")
+    cols = ", ".join(f'"{c}"' for c in columns)
+    return pl.from_arrow(session.arrow(f'SELECT {cols} FROM "{schema}"."{table}"'))  # noqa: S608

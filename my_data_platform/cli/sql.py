@@ -15,7 +15,7 @@ from my_data_platform.defs.warehouse.location import location_from_settings
 from my_data_platform.settings import analyst_s3_credentials, get_settings
 
 if TYPE_CHECKING:
-    from my_data_platform.core.sandbox import S3ReadCredentials
+    from my_data_platform.core.sandbox import AnalystSession, S3ReadCredentials
 
 
 def sql(
@@ -27,24 +27,16 @@ def sql(
     The session is the analyst sandbox (docs/analyst-sandbox.md): it reads the warehouse and
     nothing else, with a memory limit and a statement timeout; a refused statement exits 2.
     """
-    from my_data_platform.core.sandbox import SandboxError, open_analyst_session
+    from my_data_platform.core.sandbox import SandboxError
 
     if format not in ("table", "csv", "json"):
         fail(f"--format must be table, csv or json, got {format!r}")
     require_data_dir()
     import duckdb
 
-    s = get_settings()
-    loc = location_from_settings()
     try:
-        with open_analyst_session(
-            loc.catalog,
-            loc.data_path,
-            memory_limit=s.analyst_memory_limit,
-            threads=s.analyst_threads,
-            read_credentials=_read_credentials(),
-        ) as session:
-            cols, rows = session.run(query, timeout_s=s.analyst_timeout_s)
+        with analyst_session() as session:
+            cols, rows = session.run(query, timeout_s=get_settings().analyst_timeout_s)
     except SandboxError as exc:
         fail(str(exc))
     except duckdb.Error as exc:
@@ -66,6 +58,22 @@ def sql(
             table.add_row(*["NULL" if v is None else str(v) for v in r])
         console.print(table)
         console.print(f"{len(rows)} row(s)")
+
+
+def analyst_session() -> AnalystSession:
+    """The analyst sandbox on the configured warehouse, with the configured limits (what
+    ``mdp sql`` and the other read-only commands query through)."""
+    from my_data_platform.core.sandbox import open_analyst_session
+
+    s = get_settings()
+    loc = location_from_settings()
+    return open_analyst_session(
+        loc.catalog,
+        loc.data_path,
+        memory_limit=s.analyst_memory_limit,
+        threads=s.analyst_threads,
+        read_credentials=_read_credentials(),
+    )
 
 
 def _read_credentials() -> S3ReadCredentials | None:

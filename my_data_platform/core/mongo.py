@@ -64,10 +64,19 @@ def _locked(db_dir: Path) -> Iterator[None]:
 
 
 def _read_state(db_dir: Path) -> dict[str, Any] | None:
+    """The state of this folder's mongod, or None. A state written for another folder (the
+    data dir was copied or moved here) is not ours: its pid and port belong to the original's
+    mongod, which must be neither reused nor stopped from here."""
     try:
-        return json.loads((db_dir / STATE_FILE).read_text())
+        state = json.loads((db_dir / STATE_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+    if not isinstance(state, dict):
+        return None
+    recorded = state.get("dbpath")
+    if recorded is not None and Path(recorded).resolve() != (db_dir / "data").resolve():
+        return None
+    return state
 
 
 def _write_state(db_dir: Path, state: dict[str, Any]) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from my_data_platform.core.duck import load_extension, sql_literal
 from my_data_platform.core.warehouse import (
@@ -24,6 +27,8 @@ from my_data_platform.core.warehouse import (
     attach_catalog,
     load_extensions,
 )
+
+T = TypeVar("T")
 
 # Table functions an analyst may call: generators, catalog introspection that shows no
 # connection string or setting, and DuckLake's read-only history. Everything else is refused:
@@ -75,6 +80,9 @@ REFUSED_RELATIONS = frozenset(
         "duckdb_logs",
     }
 )
+
+# Settings httpfs fills from the environment's AWS_* variables when it loads.
+_ENV_S3_SETTINGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
 
 # ``SHOW x`` without a query: only the table and database listings.
 ALLOWED_SHOWS = frozenset({"tables", "__show_tables_expanded", "databases"})
@@ -237,10 +245,18 @@ class AnalystSession:
         self._lock = threading.Lock()
 
     def run(self, sql: str, timeout_s: float = 60.0) -> tuple[list[str], list[tuple]]:
-        """Check and run ``sql``; returns column names and rows of its last statement.
+        """Check and run ``sql``; returns column names and rows of its last statement."""
+        return self._execute(sql, timeout_s, lambda rel: rel.fetchall())
 
-        DuckDB 1.5.5 has no statement timeout setting: a timer interrupts the connection.
-        """
+    def arrow(self, sql: str, timeout_s: float = 60.0) -> pa.Table:
+        """Check and run ``sql``; returns its last statement's result as an Arrow table (typed
+        columns, for frames)."""
+        return self._execute(sql, timeout_s, lambda rel: rel.to_arrow_table())[1]
+
+    def _execute(
+        self, sql: str, timeout_s: float, fetch: Callable[[Any], T]
+    ) -> tuple[list[str], T]:
+        """DuckDB 1.5.5 has no statement timeout setting: a timer interrupts the connection."""
         statements = check_query(self._conn, sql)
         with self._lock:
             fired = threading.Event()
@@ -261,7 +277,7 @@ class AnalystSession:
                     rel = self._conn.execute(text)
                 assert rel is not None
                 cols = [d[0] for d in (rel.description or [])]
-                rows = rel.fetchall()
+                rows = fetch(rel)
             except duckdb.InterruptException as exc:
                 if fired.is_set():
                     raise QueryTimeout(f"the query timed out after {timeout_s:g} s") from exc
@@ -335,6 +351,11 @@ def _configure(
     data_path = location.data_path.rstrip("/") + "/"
     if credentials is not None and data_path.startswith("s3://"):
         load_extension(conn, "httpfs")
+        # httpfs copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from
+        # the process environment (the pipeline's keys) into its s3_* settings when it loads:
+        # blank them, so the session holds the analysts' scoped secret and nothing else.
+        for name in _ENV_S3_SETTINGS:
+            conn.execute(f"SET GLOBAL {name} = ''")
         conn.execute(credentials.secret_sql(data_path))
     conn.execute("SET GLOBAL TimeZone = 'UTC'")
     conn.execute("SET enable_progress_bar = false")

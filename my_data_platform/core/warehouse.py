@@ -12,6 +12,7 @@ the default catalog (``USE mdp``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -29,16 +30,14 @@ from my_data_platform.core.objectstore import ObjectStore
 
 CATALOG_ALIAS = "mdp"
 
-# What an analyst may run: queries that only read.
-READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_METADATA = f"__ducklake_metadata_{CATALOG_ALIAS}"
+"""DuckLake's own tables for the attached catalog (``ducklake_metadata`` and the rest)."""
+
+logger = logging.getLogger(__name__)
 
 
 class WarehouseError(RuntimeError):
     """The warehouse cannot be reached or used; the message names the catalog."""
-
-
-class ReadOnlyViolation(WarehouseError):
-    """An analyst statement would write or reach outside the warehouse."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,11 @@ def attach_catalog(
         location.ensure_local_dirs()
         if location.kind == "sqlite" and location.catalog_file is not None:
             _use_wal(location.catalog_file)
-    options = [f"DATA_PATH {sql_literal(location.data_path)}"]
+    # The configured data path always wins over the one stored in the catalog: a data dir
+    # copied or restored elsewhere (catalog and files together) must read its own files, and
+    # write there, never into the original's folder. File paths inside the catalog are
+    # relative to it, so nothing else moves.
+    options = [f"DATA_PATH {sql_literal(location.data_path)}", "OVERRIDE_DATA_PATH true"]
     if read_only:
         options.append("READ_ONLY")
     try:
@@ -108,9 +111,57 @@ def attach_catalog(
             f"ATTACH IF NOT EXISTS {sql_literal('ducklake:' + location.catalog)} "
             f"AS {CATALOG_ALIAS} ({', '.join(options)})"
         )
+        if not read_only:
+            _repoint_stored_data_path(conn, location)
         conn.execute(f"USE {CATALOG_ALIAS}")
     except duckdb.Error as exc:
         raise WarehouseError(f"cannot open {location.describe()}: {exc}") from exc
+
+
+def stored_data_path(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The data path recorded in the attached catalog (what a plain ``ATTACH`` without
+    ``DATA_PATH`` would use)."""
+    row = conn.execute(
+        f"SELECT value FROM {_METADATA}.ducklake_metadata "  # noqa: S608
+        "WHERE key = 'data_path' AND scope IS NULL"
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def _repoint_stored_data_path(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> None:
+    """Record the configured data path in the catalog when it differs (a moved data dir), so
+    a plain ``ATTACH 'ducklake:...'`` (the DuckDB CLI, a notebook) finds the files too.
+
+    A local data path holding no files, for a catalog that lists some, is refused rather than
+    re-pointed: that is a mistyped ``MDP_WAREHOUSE_DATA_PATH`` or a catalog restored without
+    its files, and writing there would split the warehouse in two.
+    """
+    stored = stored_data_path(conn)
+    wanted = location.data_path
+    if stored is None or stored.rstrip("/") == wanted.rstrip("/"):
+        return
+    if not wanted.startswith("s3://") and _catalog_has_files(conn) and not _has_files(Path(wanted)):
+        conn.execute(f"DETACH {CATALOG_ALIAS}")
+        raise WarehouseError(
+            f"the catalog {location.describe()} records its data under {stored}, and the "
+            f"configured data path {wanted} holds no files: restore the data files there "
+            "with the catalog, or set MDP_WAREHOUSE_DATA_PATH to where they are"
+        )
+    conn.execute(
+        f"UPDATE {_METADATA}.ducklake_metadata SET value = ? "  # noqa: S608
+        "WHERE key = 'data_path' AND scope IS NULL",
+        [wanted],
+    )
+    logger.warning("warehouse data path re-pointed from %s to %s", stored, wanted)
+
+
+def _catalog_has_files(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute(f"SELECT count(*) FROM {_METADATA}.ducklake_data_file").fetchone()  # noqa: S608
+    return bool(row and row[0])
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
 
 
 def _use_wal(path: Path) -> None:
@@ -404,47 +455,3 @@ def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
         [CATALOG_ALIAS, schema, table],
     ).fetchone()
     return bool(row and row[0])
-
-
-def check_read_only(conn: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
-    """Parse ``sql`` and refuse anything but reading statements, naming the offender."""
-    try:
-        statements = conn.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise ReadOnlyViolation(f"cannot parse the query: {exc}") from exc
-    if not statements:
-        raise ReadOnlyViolation("no statement given")
-    for st in statements:
-        if st.type not in READ_ONLY_STATEMENTS:
-            kind = st.type.name
-            raise ReadOnlyViolation(
-                f"refused: {kind} statements are not allowed here; `mdp sql` is read-only "
-                "(SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
-            )
-    return statements
-
-
-def analyst_connection(
-    location: WarehouseLocation, store: ObjectStore | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A read-only session: the lake attached READ_ONLY and the configuration locked."""
-    conn = connect(location, store, read_only=True)
-    conn.execute("SET lock_configuration = true")
-    return conn
-
-
-def run_analyst_query(
-    location: WarehouseLocation, sql: str, store: ObjectStore | None = None
-) -> tuple[list[str], list[tuple]]:
-    """Run a read-only query; returns column names and rows of the last statement."""
-    conn = analyst_connection(location, store)
-    try:
-        statements = check_read_only(conn, sql)
-        rel = None
-        for st in statements:
-            rel = conn.execute(st.query)
-        assert rel is not None
-        cols = [d[0] for d in (rel.description or [])]
-        return cols, rel.fetchall()
-    finally:
-        conn.close()

@@ -438,3 +438,12 @@ def test_s3_warehouse_is_read_with_the_analysts_key_and_nothing_else(
             s._conn.execute(f"COPY (SELECT 1) TO 's3://{bucket}/other/x.csv'")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "other/x.csv" not in keys
+
+
+def test_arrow_results_are_typed_and_checked(session: AnalystSession) -> None:
+    table = session.arrow("SELECT user_id, country FROM warehouse.users ORDER BY user_id")
+    assert table.column_names == ["user_id", "country"]
+    assert str(table.schema.field("user_id").type) == "int32"
+    assert table.column("country").to_pylist() == ["FR", "DE", "FR"]
+    with pytest.raises(QueryRefused, match="duckdb_settings"):
+        session.arrow("SELECT * FROM duckdb_settings()")

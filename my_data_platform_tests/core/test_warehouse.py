@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 from my_data_platform.core import warehouse as wh
+from my_data_platform.core.sandbox import (
+    QueryRefused,
+    SandboxError,
+    open_analyst_session,
+)
+
+
+def _query(loc: wh.WarehouseLocation, sql: str) -> tuple[list[str], list[tuple]]:
+    with open_analyst_session(loc.catalog, loc.data_path) as s:
+        return s.run(sql)
 
 
 @pytest.fixture
@@ -26,11 +36,9 @@ def location(tmp_path: Path) -> wh.WarehouseLocation:
 
 
 def test_reads_run(location: wh.WarehouseLocation) -> None:
-    cols, rows = wh.run_analyst_query(
-        location, "SELECT sum(a) AS s, count(*) AS n FROM warehouse.t"
-    )
+    cols, rows = _query(location, "SELECT sum(a) AS s, count(*) AS n FROM warehouse.t")
     assert cols == ["s", "n"] and rows == [(10, 5)]
-    cols, rows = wh.run_analyst_query(location, "DESCRIBE warehouse.t")
+    cols, rows = _query(location, "DESCRIBE warehouse.t")
     assert rows[0][0] == "a"
 
 
@@ -47,15 +55,16 @@ def test_reads_run(location: wh.WarehouseLocation) -> None:
         ("SELECT 1; DROP TABLE warehouse.t", "DROP"),
         ("SET threads = 1", "SET"),
         ("INSTALL spatial", "LOAD"),
+        ("SELECT * FROM duckdb_databases()", "duckdb_databases"),
     ],
 )
 def test_writes_are_refused_with_a_clear_message(
     location: wh.WarehouseLocation, sql: str, kind: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(wh.ReadOnlyViolation, match=kind):
-        wh.run_analyst_query(location, sql)
+    with pytest.raises(QueryRefused, match=kind):
+        _query(location, sql)
     # and nothing changed
-    assert wh.run_analyst_query(location, "SELECT count(*) FROM warehouse.t")[1] == [(5,)]
+    assert _query(location, "SELECT count(*) FROM warehouse.t")[1] == [(5,)]
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -63,8 +72,8 @@ def test_missing_warehouse_names_the_catalog(tmp_path: Path) -> None:
     loc = wh.WarehouseLocation(
         catalog=f"sqlite:{tmp_path / 'nope.sqlite'}", data_path=str(tmp_path)
     )
-    with pytest.raises(wh.WarehouseError, match=r"nope\.sqlite"):
-        wh.run_analyst_query(loc, "SELECT 1")
+    with pytest.raises(SandboxError, match=r"nope\.sqlite"):
+        _query(loc, "SELECT 1")
 
 
 def test_postgres_password_never_shown() -> None:
@@ -94,8 +103,8 @@ def test_writing_sessions_share_one_instance_but_not_transactions(
     assert b.execute("SELECT max(a) FROM warehouse.t").fetchone() == (99,)
     b.close()
     # an analyst's locked, read-only session is an instance of its own
-    with pytest.raises(wh.ReadOnlyViolation):
-        wh.run_analyst_query(location, "SET threads = 1")
+    with pytest.raises(QueryRefused):
+        _query(location, "SET threads = 1")
     c = wh.connect(location)
     c.execute("SET threads = 2")  # the writer's configuration is not locked
     c.close()
@@ -117,14 +126,15 @@ def test_a_catalog_wiped_and_rebuilt_is_attached_anew(
     finally:
         conn.close()
     assert (tmp_path / "wh" / "catalog.sqlite").is_file()
-    assert wh.run_analyst_query(location, "SELECT a FROM warehouse.t")[1] == [(7,)]
+    assert _query(location, "SELECT a FROM warehouse.t")[1] == [(7,)]
 
 
 def test_an_open_analyst_session_never_blocks_a_commit(location: wh.WarehouseLocation) -> None:
-    analyst = wh.analyst_connection(location)  # e.g. a notebook left open after a query
+    # e.g. a notebook left open after a query
+    analyst = open_analyst_session(location.catalog, location.data_path)
     other_process_reader = wh.connect(location, threads=1)  # an instance of its own
     try:
-        assert analyst.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)
+        assert analyst.run("SELECT count(*) FROM warehouse.t")[1] == [(5,)]
         assert other_process_reader.execute("SELECT count(*) FROM warehouse.t").fetchone() == (5,)
         writer = wh.connect(location)
         try:
@@ -134,7 +144,7 @@ def test_an_open_analyst_session_never_blocks_a_commit(location: wh.WarehouseLoc
                 writer.execute("DELETE FROM warehouse.t WHERE a = 0")
         finally:
             writer.close()
-        assert analyst.execute("SELECT count(*), min(a) FROM warehouse.t").fetchone() == (5, 1)
+        assert analyst.run("SELECT count(*), min(a) FROM warehouse.t")[1] == [(5, 1)]
     finally:
         analyst.close()
         other_process_reader.close()
@@ -162,3 +172,51 @@ def test_files_with_a_new_column_extend_an_older_table(
         conn.close()
     assert added == 2
     assert rows == [(0, None), (1, None), (2, None), (3, None), (4, None), (7, "x"), (8, None)]
+
+
+def _moved(tmp_path: Path, location: wh.WarehouseLocation) -> wh.WarehouseLocation:
+    """The same warehouse, with a data file, copied under ``moved/`` (catalog and files), the
+    original renamed."""
+    conn = wh.connect(location, threads=1)
+    conn.execute("INSERT INTO warehouse.t SELECT range FROM range(5, 3000)")  # a Parquet file
+    conn.close()
+    shutil.copytree(tmp_path / "wh", tmp_path / "moved" / "wh")
+    shutil.copytree(tmp_path / "data", tmp_path / "moved" / "data")
+    (tmp_path / "wh").rename(tmp_path / "wh-gone")
+    (tmp_path / "data").rename(tmp_path / "data-gone")
+    return wh.WarehouseLocation(
+        catalog=f"sqlite:{tmp_path / 'moved' / 'wh' / 'catalog.sqlite'}",
+        data_path=f"{tmp_path / 'moved' / 'data'}/",
+    )
+
+
+def test_a_moved_warehouse_reads_and_writes_at_its_new_path(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    moved = _moved(tmp_path, location)
+    assert _query(moved, "SELECT count(*), sum(a) FROM warehouse.t")[1] == [(3000, 4498500)]
+    conn = wh.connect(moved, threads=1)
+    try:
+        assert wh.stored_data_path(conn) == moved.data_path  # re-pointed by the writer
+        with wh.transaction(conn):
+            conn.execute("INSERT INTO warehouse.t SELECT range FROM range(3000, 6000)")
+    finally:
+        conn.close()
+    assert _query(moved, "SELECT count(*), sum(a) FROM warehouse.t")[1] == [(6000, 17997000)]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "wh").exists()
+    assert len(list((tmp_path / "moved" / "data").rglob("*.parquet"))) == 2
+
+
+def test_a_catalog_moved_without_its_files_is_refused(
+    location: wh.WarehouseLocation, tmp_path: Path
+) -> None:
+    moved = _moved(tmp_path, location)
+    shutil.rmtree(tmp_path / "moved" / "data")
+    with pytest.raises(wh.WarehouseError, match="holds no files"):
+        wh.connect(moved, threads=1)
+    path = moved.catalog.removeprefix("sqlite:")
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        (stored,) = con.execute(
+            "SELECT value FROM ducklake_metadata WHERE key = 'data_path' AND scope IS NULL"
+        ).fetchone()
+    assert stored == location.data_path  # not re-pointed at the empty folder

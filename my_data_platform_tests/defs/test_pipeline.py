@@ -20,10 +20,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from my_data_platform.core import warehouse as wh
+from my_data_platform.cli.sql import analyst_session
 from my_data_platform.defs.lake.objects import referenced_lake_keys
 from my_data_platform.defs.lake.resources import object_store_from_settings
-from my_data_platform.defs.warehouse.location import location_from_settings
 from my_data_platform.runner import execute_plan, load_definitions, plan_refresh
 from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
@@ -71,22 +70,16 @@ def _landed_lines_by_day() -> dict[str, int]:
 
 
 def _query(sql: str) -> list[tuple]:
-    store = object_store_from_settings()
-    return wh.run_analyst_query(location_from_settings(), sql, store)[1]
+    with analyst_session() as session:  # `mdp sql`'s sandbox (with the analysts' S3 key)
+        return session.run(sql)[1]
 
 
 def _snapshot() -> dict[str, pl.DataFrame]:
-    store = object_store_from_settings()
-    conn = wh.analyst_connection(location_from_settings(), store)
-    try:
+    with analyst_session() as session:
         return {
-            t: pl.from_arrow(conn.execute(f"SELECT * FROM warehouse.{t}").to_arrow_table()).sort(
-                pl.all()
-            )
+            t: pl.from_arrow(session.arrow(f"SELECT * FROM warehouse.{t}")).sort(pl.all())
             for t in TABLES
         }
-    finally:
-        conn.close()
 
 
 def _assert_world_loaded_correctly(outcomes: list) -> None:
@@ -206,7 +199,11 @@ def test_local_full_refresh_reconciles_and_is_idempotent(data_env: Path) -> None
 
 
 @pytest.mark.slow
-def test_s3_full_refresh_over_http(s3_env: dict[str, str], data_env: Path) -> None:
+def test_s3_full_refresh_over_http(
+    s3_env: dict[str, str], data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDP_ANALYST_AWS_ACCESS_KEY_ID", "analyst")  # moto takes any key
+    monkeypatch.setenv("MDP_ANALYST_AWS_SECRET_ACCESS_KEY", "analyst-secret")
     from my_data_platform_tests.conftest import s3_client
 
     with dg.instance_for_test() as instance:
@@ -230,22 +227,19 @@ def test_s3_full_refresh_over_http(s3_env: dict[str, str], data_env: Path) -> No
 READER = textwrap.dedent(
     """
     import json, pathlib, sys, time
-    from my_data_platform.core import warehouse as wh
-    from my_data_platform.defs.lake.resources import object_store_from_settings
+    from my_data_platform.core.sandbox import open_analyst_session
     from my_data_platform.defs.warehouse.location import location_from_settings
     loc = location_from_settings()
-    store = object_store_from_settings()
     out, errors = [], []
     stop = pathlib.Path(sys.argv[1])
     deadline = time.monotonic() + 300  # bounded even if the writer dies
     while (not stop.exists() or len(out) < 3) and time.monotonic() < deadline:
         try:
-            conn = wh.analyst_connection(loc, store)
-            out.append(conn.execute(
-                "SELECT landing_date::VARCHAR, count(*), count(DISTINCT event_id) "
-                "FROM warehouse.events GROUP BY 1 ORDER BY 1"
-            ).fetchall())
-            conn.close()
+            with open_analyst_session(loc.catalog, loc.data_path) as s:
+                out.append(s.run(
+                    "SELECT landing_date::VARCHAR, count(*), count(DISTINCT event_id) "
+                    "FROM warehouse.events GROUP BY 1 ORDER BY 1"
+                )[1])
             stop.with_suffix(".ready").touch()
         except Exception as exc:
             errors.append(repr(exc))

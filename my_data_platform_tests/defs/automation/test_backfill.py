@@ -25,10 +25,9 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-from my_data_platform.core import warehouse as wh
+from my_data_platform.cli.sql import analyst_session
 from my_data_platform.defs.lake.objects import EVENTS_KEY, landing_digest, list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
-from my_data_platform.defs.warehouse.location import location_from_settings
 from my_data_platform.runner import load_definitions
 from my_data_platform.settings import get_settings
 from my_data_platform.synth import WorldConfig, generate_world
@@ -149,8 +148,8 @@ def test_ui_backfill_of_every_landed_day_is_one_run_per_asset(data_env: Path) ->
 
 
 def _query(sql: str) -> list[tuple]:
-    store = object_store_from_settings()
-    return wh.run_analyst_query(location_from_settings(), sql, store)[1]
+    with analyst_session() as session:
+        return session.run(sql)[1]
 
 
 def _warehouse_days() -> dict[str, int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from my_data_platform.core import warehouse as wh
+from my_data_platform.cli.sql import analyst_session
 from my_data_platform.defs.lake.objects import published_day
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.warehouse.location import location_from_settings
@@ -33,17 +33,17 @@ PER_DAY = (
 
 
 def _per_day() -> dict[str, tuple[int, int]]:
-    _, rows = wh.run_analyst_query(location_from_settings(), PER_DAY, object_store_from_settings())
+    with analyst_session() as session:  # what an analyst sees
+        _, rows = session.run(PER_DAY)
     return {d: (n, u) for d, n, u in rows}
 
 
 def _quarantined_lines() -> dict[str, int]:
-    _, rows = wh.run_analyst_query(
-        location_from_settings(),
-        "SELECT landing_date::VARCHAR, count(*) FROM warehouse.events_quarantine "
-        "WHERE line_no IS NOT NULL GROUP BY 1",
-        object_store_from_settings(),
-    )
+    with analyst_session() as session:
+        _, rows = session.run(
+            "SELECT landing_date::VARCHAR, count(*) FROM warehouse.events_quarantine "
+            "WHERE line_no IS NOT NULL GROUP BY 1"
+        )
     return dict(rows)
 
 

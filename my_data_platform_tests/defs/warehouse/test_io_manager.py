@@ -19,6 +19,7 @@ from dagster._core.storage.tags import (
 
 from my_data_platform.core import warehouse as wh
 from my_data_platform.core.objectstore import LocalObjectStore
+from my_data_platform.core.sandbox import open_analyst_session
 from my_data_platform.defs.lake.resources import LocalObjectStoreResource
 from my_data_platform.defs.warehouse.resources import DuckLakeIOManager
 from my_data_platform_tests.conftest import wait_for_file
@@ -63,6 +64,11 @@ def _materialize(tmp_path: Path, part: str, version: int) -> dg.ExecuteInProcess
     )
 
 
+def _analyst_query(loc: wh.WarehouseLocation, sql: str) -> tuple[list[str], list[tuple]]:
+    with open_analyst_session(loc.catalog, loc.data_path) as session:
+        return session.run(sql)
+
+
 def _location(tmp_path: Path) -> wh.WarehouseLocation:
     return wh.WarehouseLocation(
         catalog=f"sqlite:{tmp_path / 'wh' / 'catalog.sqlite'}",
@@ -78,7 +84,7 @@ def test_rematerializing_replaces_the_slice(tmp_path: Path) -> None:
     _materialize(tmp_path, "b", 1)
     _materialize(tmp_path, "a", 2)
     _materialize(tmp_path, "a", 3)
-    _, rows = wh.run_analyst_query(
+    _, rows = _analyst_query(
         _location(tmp_path),
         "SELECT part, count(*), count(DISTINCT i), min(version), max(version) "
         "FROM warehouse.things GROUP BY part ORDER BY part",
@@ -164,7 +170,7 @@ def _materialize_range(
 
 
 def _counts(tmp_path: Path, table: str) -> list[tuple]:
-    return wh.run_analyst_query(
+    return _analyst_query(
         _location(tmp_path),
         f"SELECT part, count(*), count(DISTINCT i), min(version), max(version) "
         f"FROM warehouse.{table} GROUP BY part ORDER BY part",
@@ -236,18 +242,17 @@ def test_concurrent_writers_take_turns(tmp_path: Path) -> None:
 READER = textwrap.dedent(
     """
     import json, pathlib, sys, time
-    from my_data_platform.core import warehouse as wh
-    loc = wh.WarehouseLocation(catalog=sys.argv[1], data_path=sys.argv[2])
+    from my_data_platform.core.sandbox import open_analyst_session
     out, errors = [], []
     stop = pathlib.Path(sys.argv[3])
     deadline = time.monotonic() + 300  # bounded even if the writer dies
     while (not stop.exists() or len(out) < 3) and time.monotonic() < deadline:
         try:
-            conn = wh.analyst_connection(loc)
-            out.append(conn.execute(
-                "SELECT count(*), count(DISTINCT version) FROM warehouse.things WHERE part = 'a'"
-            ).fetchone())
-            conn.close()
+            with open_analyst_session(sys.argv[1], sys.argv[2]) as s:
+                out.append(s.run(
+                    "SELECT count(*), count(DISTINCT version) FROM warehouse.things "
+                    "WHERE part = 'a'"
+                )[1][0])
             stop.with_suffix(".ready").touch()
         except Exception as exc:
             errors.append(repr(exc))
