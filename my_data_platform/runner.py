@@ -20,8 +20,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from dagster._core.utils import make_new_run_id
 
 from my_data_platform.core.fsutil import atomic_write
+from my_data_platform.defs.automation.run_health import run_heartbeat
 from my_data_platform.defs.lake.objects import list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.partitions import event_days
@@ -207,14 +209,17 @@ def execute_plan(
             if len(days) > 1:  # the tags a single-run backfill's run carries
                 tags[ASSET_PARTITION_RANGE_START_TAG] = days[0]
                 tags[ASSET_PARTITION_RANGE_END_TAG] = days[-1]
-            result = job.execute_in_process(
-                run_config=run_config,
-                instance=instance,
-                partition_key=days[0] if len(days) == 1 else None,
-                asset_selection=keys,
-                raise_on_error=False,
-                tags=tags,
-            )
+            run_id = make_new_run_id()
+            with run_heartbeat(instance, run_id):  # run_health_sensor sees this run is alive
+                result = job.execute_in_process(
+                    run_config=run_config,
+                    instance=instance,
+                    partition_key=days[0] if len(days) == 1 else None,
+                    asset_selection=keys,
+                    raise_on_error=False,
+                    tags=tags,
+                    run_id=run_id,
+                )
             label = None if not days else days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
             outcome = _outcome(result, label, keys)
             outcomes.append(outcome)
