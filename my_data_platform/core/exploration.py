@@ -175,7 +175,7 @@ def build_fiftyone_dataset(
         raise ExplorationError(
             f"FiftyOne dataset {name!r} belongs to commit {owner}, not {commit_id}"
         )
-    if _complete(ds, commit_id) and len(ds) == examples.height:
+    if _complete(ds, commit_id) and len(ds) == examples.height and _media_present(ds):
         return BuildResult(ds, 0, features)
 
     samples = _samples(fo, examples, images, image_paths, features)
@@ -216,7 +216,12 @@ def build_from_commit(
     """The FiftyOne dataset of ``commit_id``, read from the version store by id and built if
     it does not exist yet (a complete one is returned without reading the commit)."""
     ds = open_dataset(fo, dataset_name(commit_id))
-    if ds is not None and _complete(ds, commit_id) and len(ds) == ds.info.get("samples"):
+    if (
+        ds is not None
+        and _complete(ds, commit_id)
+        and len(ds) == ds.info.get("samples")
+        and _media_present(ds)
+    ):
         return BuildResult(ds, 0, list(ds.info.get("feature_fields", [])))
     examples = D.read_examples(versions.get_object(commit_id, D.EXAMPLES))
     images = D.read_examples(versions.get_object(commit_id, D.IMAGES))
@@ -229,6 +234,13 @@ def build_from_commit(
         commit_id,
         similarity=similarity,
     )
+
+
+def _media_present(ds: Any) -> bool:
+    """Whether the dataset's image paths still exist: samples store absolute paths, so a data
+    dir that moved (or an emptied media cache) makes the dataset rebuild with paths that do."""
+    first = ds.first() if len(ds) else None
+    return first is None or Path(first.filepath).is_file()
 
 
 def _samples(

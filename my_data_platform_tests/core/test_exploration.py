@@ -173,6 +173,24 @@ def test_rebuilding_does_not_duplicate_and_completes_a_partial_build(fo, tiny, t
         X.build_fiftyone_dataset(fo, name, examples, images, media, "f" * 64)
 
 
+def test_a_moved_data_dir_rebuilds_with_paths_that_exist(fo, tiny, tmp_path) -> None:
+    """Samples hold absolute image paths: after the lake moves, the same commit's dataset is
+    upserted with the new paths (one sample per photo still), not returned with broken ones."""
+    examples, images, store = tiny
+    commit = _commit(tmp_path)
+    name = X.dataset_name(commit)
+    X.build_fiftyone_dataset(
+        fo, name, examples, images, X.local_media(store, tmp_path / "m"), commit
+    )
+    moved = LocalObjectStore((tmp_path / "lake").rename(tmp_path / "moved-lake"))
+    again = X.build_fiftyone_dataset(
+        fo, name, examples, images, X.local_media(moved, tmp_path / "m"), commit
+    )
+    paths = again.dataset.values("filepath")
+    assert again.added == N and len(paths) == N
+    assert all(p.startswith(str(tmp_path / "moved-lake")) and Path(p).is_file() for p in paths)
+
+
 def test_remote_store_images_are_cached_locally(fo, tiny, tmp_path, s3_env) -> None:
     from my_data_platform.defs.lake.resources import object_store_from_settings
 
