@@ -182,3 +182,13 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
+
+
+def run_maintenance(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
+    """The maintenance job with no grace period (nothing is writing now): its report."""
+    result = defs.get_job_def("maintenance_job").execute_in_process(
+        instance=instance, run_config={"ops": {"maintain": {"config": {"grace_s": 0}}}}
+    )
+    assert result.success
+    [out] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    return {k: v.value for k, v in out.step_output_data.metadata.items()}

@@ -18,6 +18,7 @@ from my_data_platform_tests.defs.crash.steps import (
     crash,
     land_more,
     leftover_temp_files,
+    run_maintenance,
     run_step,
 )
 
@@ -78,3 +79,8 @@ def test_lake_events_crash_points(world) -> None:
             assert _orphans(store) == orphans_before | new_orphans, where
     # only the middle crashes left anything behind: two objects each, for maintenance
     assert len(_orphans(store)) == 2 * 3
+    report = run_maintenance(defs, instance)
+    assert report["lake_leftovers_deleted"] == 2 * 3
+    assert _orphans(store) == set() and leftover_temp_files(data) == []
+    for day in (d1, d2):
+        assert_day_complete(store, day)  # maintenance removed nothing a day needs

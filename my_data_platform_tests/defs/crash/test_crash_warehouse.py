@@ -20,6 +20,7 @@ from my_data_platform_tests.defs.crash.steps import (
     crash,
     land_more,
     leftover_temp_files,
+    run_maintenance,
     run_step,
 )
 
@@ -110,3 +111,8 @@ def test_warehouse_events_crash_points(world) -> None:
                 assert pub is not None
                 assert pub.counts["landed_lines"] == after[day][0] + quarantined[day], where
     assert len(_orphan_copies(data)) == orphans == 1 + 1 + 2  # the middle crash's days
+    before = _per_day()
+    report = run_maintenance(defs, instance)
+    assert report["orphans_deleted"] >= orphans
+    assert _orphan_copies(data) == set() and leftover_temp_files(data) == []
+    assert _per_day() == before  # maintenance removed nothing the warehouse reads
