@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-EAGER_GROUPS = ("warehouse", "features")
+EAGER_GROUPS = ("warehouse", "labels", "features")
 """Asset groups refreshed by declarative automation. The lake is run by the landing sensors;
 ``datasets`` and everything after it by the nightly schedule."""
 

@@ -109,3 +109,16 @@ def _explain(engine: sa.Engine, url: str, table: str, columns: list[str]) -> Non
     missing = [c for c in columns if c not in present]
     if missing:
         raise OLTPError(f"OLTP table {table!r} in {redact_url(url)} lacks columns {missing}")
+
+
+def has_table(url: str, table: str) -> bool:
+    """Whether ``table`` exists (optional tables, such as annotations, may be absent)."""
+    if not _IDENT.fullmatch(table):
+        raise OLTPError(f"not a safe identifier: {table!r}")
+    engine = make_engine(url)
+    try:
+        return bool(sa.inspect(engine).has_table(table))
+    except sa.exc.DBAPIError as exc:
+        raise OLTPError(f"cannot read OLTP database {redact_url(url)}: {exc.orig}") from exc
+    finally:
+        engine.dispose()

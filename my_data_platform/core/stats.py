@@ -151,7 +151,9 @@ def judge_rate_floor(successes: float, n: int, floor: float) -> FloorJudgement:
     return judge(successes / n, n, low, high, floor, "wilson")
 
 
-def judge_auc_floor(y: np.ndarray, score: np.ndarray, floor: float, seed: int = 0) -> FloorJudgement:
+def judge_auc_floor(
+    y: np.ndarray, score: np.ndarray, floor: float, seed: int = 0
+) -> FloorJudgement:
     """ROC AUC against a floor, with one-sided 95% stratified bootstrap bounds."""
     y = np.asarray(y).astype(bool)
     auc = roc_auc(y, score)

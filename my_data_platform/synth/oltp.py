@@ -1,4 +1,5 @@
-"""The app's OLTP tables (``users``, ``photos``), written with SQLAlchemy Core.
+"""The app's OLTP tables, written with SQLAlchemy Core: ``users``, ``photos``, and the
+labelling tables ``photo_annotations`` and ``annotation_gold``.
 
 Core rather than the ORM so one code path serves SQLite and PostgreSQL, and rows go in as
 chunked ``executemany`` batches (SQLAlchemy 2 turns them into multi-row inserts).
@@ -35,6 +36,29 @@ photos_table = sa.Table(
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
 )
+
+annotations_table = sa.Table(
+    "photo_annotations",
+    metadata,
+    sa.Column("annotation_id", sa.Text, primary_key=True),
+    sa.Column("photo_id", sa.Integer, nullable=False, index=True),
+    sa.Column("annotator", sa.Text, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("annotated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+)
+"""What annotators answered (a labelling vendor's or the team's own tool's), one row each."""
+
+gold_table = sa.Table(
+    "annotation_gold",
+    metadata,
+    sa.Column("photo_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("label", sa.Text, nullable=False),
+)
+"""Gold items: photos whose answer is known, to measure annotators and the consensus."""
+
+ANNOTATION_COLUMNS = ("annotation_id", "photo_id", "annotator", "label", "annotated_at", "source")
+GOLD_COLUMNS = ("photo_id", "label")
 
 INSERT_CHUNK = 5_000
 

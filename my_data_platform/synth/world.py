@@ -21,6 +21,7 @@ import polars as pl
 from my_data_platform.core.fsutil import atomic_path
 from my_data_platform.core.objectstore import ObjectStore
 from my_data_platform.synth import oltp
+from my_data_platform.synth.annotators import vendor_annotations
 from my_data_platform.synth.config import WorldConfig
 from my_data_platform.synth.events import (
     LINE_KINDS,
@@ -85,6 +86,8 @@ class WorldSummary:
     seconds: float = 0.0
     images: int = 0
     event_files: int = 0
+    annotations: int = 0
+    """Vendor annotations written to ``photo_annotations``."""
 
 
 class WorldExistsError(RuntimeError):
@@ -224,6 +227,7 @@ def _generate_days(
     )
 
     image_bytes = _write_images(config, days, new_photos, store, progress)
+    n_annotations = _write_annotations(config, days, new_photos, engine)
 
     corruption_rows: list[dict[str, Any]] = []
     day_stats: list[dict[str, Any]] = []
@@ -293,7 +297,21 @@ def _generate_days(
         corruptions=totals,
         images=new_photos.height,
         event_files=event_files,
+        annotations=n_annotations,
     )
+
+
+def _write_annotations(
+    config: WorldConfig, days: range, new_photos: pl.DataFrame, engine: Any
+) -> int:
+    """The simulated labelling vendor's answers and gold items for the new days' photos."""
+    total = 0
+    for d in days:
+        ann, gold = vendor_annotations(config.seed, d, new_photos.filter(pl.col("day_index") == d))
+        total += oltp.insert_frame(engine, oltp.annotations_table, ann, oltp.ANNOTATION_COLUMNS)
+        oltp.insert_frame(engine, oltp.gold_table, gold, oltp.GOLD_COLUMNS)
+    logger.info("vendor annotations: %d for %d day(s)", total, len(days))
+    return total
 
 
 def _write_images(

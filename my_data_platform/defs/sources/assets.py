@@ -46,3 +46,34 @@ oltp_photos = dg.AssetSpec(
         "image. The image itself is never stored in the database."
     ),
 )
+
+oltp_photo_annotations = dg.AssetSpec(
+    key=["oltp", "photo_annotations"],
+    group_name="sources",
+    kinds={"sqlite", "postgres"},
+    description=(
+        "What annotators answered about each photo's content (`photo_annotations`: annotation, "
+        "photo, annotator, label, time, source), from a labelling vendor or the team's own "
+        "tool. Optional: a platform with no annotations still runs."
+    ),
+)
+
+oltp_annotation_gold = dg.AssetSpec(
+    key=["oltp", "annotation_gold"],
+    group_name="sources",
+    kinds={"sqlite", "postgres"},
+    description=(
+        "Gold items (`annotation_gold`): photos whose content label is known, slipped into the "
+        "annotators' queue to measure each annotator and the consensus."
+    ),
+)
+
+landing_annotations = dg.AssetSpec(
+    key=["landing", "annotations"],
+    group_name="sources",
+    kinds={"s3", "json"},
+    description=(
+        "Label Studio JSON exports uploaded under `landing/annotations/` in the object store: "
+        "the team's own annotations, imported like any other upload (limits, quarantine)."
+    ),
+)

@@ -10,7 +10,8 @@ from my_data_platform.core import oltp
 
 
 class OLTPResource(dg.ConfigurableResource):
-    """The app's row-oriented database: ``users`` and ``photos``. Read, never written."""
+    """The app's row-oriented database: ``users``, ``photos`` and the optional labelling
+    tables ``photo_annotations`` and ``annotation_gold``. Read, never written."""
 
     url: str
 
@@ -19,6 +20,9 @@ class OLTPResource(dg.ConfigurableResource):
 
     def read_table(self, table: str, columns: list[str]) -> pl.DataFrame:
         return oltp.read_table(self.url, table, columns)
+
+    def has_table(self, table: str) -> bool:
+        return oltp.has_table(self.url, table)
 
     def read_ids(self, table: str, column: str) -> np.ndarray:
         return oltp.read_ids(self.url, table, column)
