@@ -125,8 +125,8 @@ def dawid_skene(
     annotations: pl.DataFrame,
     label_set: Sequence[str],
     *,
-    max_iter: int = 200,
-    tol: float = 1e-5,
+    max_iter: int = 500,
+    tol: float = 1e-9,
     smoothing: float = 0.01,
 ) -> DawidSkene:
     """Dawid-Skene EM, initialised from the majority vote's soft posterior.
@@ -142,6 +142,7 @@ def dawid_skene(
     post = (votes + 1e-9) / (votes + 1e-9).sum(axis=1, keepdims=True)
     converged = False
     iterations = 0
+    prev_ll = -np.inf
     priors = np.full(k, 1.0 / k)
     confusion = np.full((n_ann, k, k), 1.0 / k)
     for _ in range(max_iter):
@@ -155,14 +156,17 @@ def dawid_skene(
         # E-step: log posterior of each item's class
         log_post = np.tile(np.log(priors), (len(enc.items), 1))
         np.add.at(log_post, enc.item, np.log(confusion[enc.annotator, :, enc.label]))
-        log_post -= log_post.max(axis=1, keepdims=True)
-        new = np.exp(log_post)
-        new /= new.sum(axis=1, keepdims=True)
-        delta = float(np.abs(new - post).max()) if len(post) else 0.0
+        peak = log_post.max(axis=1, keepdims=True)
+        new = np.exp(log_post - peak)
+        total = new.sum(axis=1, keepdims=True)
+        new /= total
         post = new
-        if delta < tol:
+        # the marginal log-likelihood never decreases under EM: stop when it stops moving
+        ll = float((peak + np.log(total)).sum())
+        if abs(ll - prev_ll) <= tol * max(1.0, abs(ll)):
             converged = True
             break
+        prev_ll = ll
     return DawidSkene(
         labels=_frame(enc, post, label_set, "dawid_skene"),
         confusion={a: confusion[i] for i, a in enumerate(enc.annotators)},
