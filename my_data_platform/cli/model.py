@@ -1,4 +1,5 @@
-"""``mdp model show`` and ``mdp train --reproduce``: trained models and their manifests."""
+"""``mdp model list``, ``mdp model show`` and ``mdp train --reproduce``: trained models and
+their manifests."""
 
 from __future__ import annotations
 
@@ -60,6 +61,34 @@ def _print_model(m: dict[str, Any], format: str) -> None:
     if rep:
         verdict = "[green]matches[/]" if rep["matches"] else "[red]differs[/]"
         console.print(f"reproduction {verdict}: max |diff| {rep['max_abs_diff']}")
+
+
+@app.command("list")
+def model_list(
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Every trained model, oldest first: dataset commit, labels used and test ROC AUC, to
+    compare models across dataset versions."""
+    require_data_dir()
+    from my_data_platform.core.model_registry import comparison_row, list_manifests
+
+    rows = [comparison_row(m) for m in list_manifests(object_store())]
+    if format == "json":
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    if format != "table":
+        fail(f"--format must be table or json, got {format!r}")
+    table = Table(title=f"{len(rows)} model(s)")
+    for col in ("trained", "dataset commit", "image labels", "labels used", "test ROC AUC"):
+        table.add_column(col)
+    for r in rows:
+        auc = r["test_roc_auc"]
+        table.add_row(
+            str(r["trained_at"]), str(r["dataset_commit"])[:16],
+            str(r["image_labels_sha256"] or "n/a")[:12], str(r["image_labels_used"] or "n/a"),
+            "n/a" if auc is None else f"{auc:.4f}",
+        )  # fmt: skip
+    console.print(table)
 
 
 @app.command("show")

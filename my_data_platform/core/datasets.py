@@ -15,6 +15,8 @@ from my_data_platform.core import features as F
 EXAMPLES = "examples.parquet"
 IMAGES = "images.parquet"
 CARD = "README.md"
+LABELS = "labels.json"
+"""Which labels the targets and image features came from (model manifests copy it)."""
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SALT = 0x9E3779B97F4A7C15  # change it and every split is reshuffled: bump deliberately

@@ -103,3 +103,43 @@ def read_object(store: ObjectStore, manifest: Mapping[str, Any], name: str) -> b
     if not key:
         raise ModelNotFoundError("manifest has no manifest_key; it was not published here")
     return store.get_bytes(f"{str(key).rsplit('/', 1)[0]}/{name}")
+
+
+def list_manifests(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every published model's manifest, oldest first (folders sort by training time)."""
+    keys = sorted(o.key for o in store.list(f"{MODEL_PREFIX}/") if o.key.endswith(f"/{MANIFEST}"))
+    out = []
+    for key in keys:
+        try:
+            out.append(_parse(store.get_bytes(key), key))
+        except (ObjectNotFoundError, ModelNotFoundError):
+            continue  # removed since listing, or not a manifest: not a model
+    return out
+
+
+def comparison_row(m: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's headline figures and lineage, for comparing models across dataset commits."""
+    labels = m.get("labels") or {}
+    image = labels.get("image_content") or {}
+    summary = m.get("summary") or {}
+    metrics = m.get("metrics") or {}
+    return {
+        "manifest_key": m.get("manifest_key"),
+        "trained_at": str(m.get("manifest_key", "")).split("/")[-2].split("-")[0] or None,
+        "dataset_commit": m.get("dataset_commit"),
+        "code_version": m.get("code_version"),
+        "test_roc_auc": (metrics.get("test") or {}).get("roc_auc"),
+        "validation_roc_auc": (metrics.get("validation") or {}).get("roc_auc"),
+        "baselines_test_roc_auc": {
+            k: v
+            for k, v in summary.items()
+            if k not in ("model", "oracle") and not k.startswith(("beats", "fraction"))
+        },
+        "oracle_test_roc_auc_synthetic_only": summary.get("oracle"),
+        "image_labels_sha256": image.get("labels_sha256"),
+        "image_labels_used": image.get("labels_used"),
+        "image_label_methods": image.get("label_methods"),
+        "annotations": image.get("annotations"),
+        "consensus_accuracy_on_gold": image.get("consensus_accuracy_on_gold"),
+        "popularity_label": labels.get("popularity"),
+    }

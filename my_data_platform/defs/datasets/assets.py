@@ -2,6 +2,7 @@
 audited there, merged into ``main`` only when every audit passes (see docs/ml-assets.md)."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import duckdb
@@ -18,6 +19,7 @@ from my_data_platform.defs.datasets.lineage import (
     PHOTOS,
     UPSTREAM,
     code_version,
+    label_provenance,
     upstream_versions,
 )
 from my_data_platform.defs.datasets.resources import VersioningResource
@@ -78,6 +80,16 @@ def popularity_dataset(
     assert isinstance(manifest, pl.DataFrame)
     upstream = upstream_versions(context.instance)
     objects, _, _ = D.build_dataset(examples, photos, manifest, upstream)
+    cfg = feature_settings.config()
+    labels_used = {
+        "popularity": {
+            "source": "user feedback (features/labels)",
+            "label_window_hours": cfg.label_window_hours,
+            "label_min_engagement": cfg.label_min_engagement,
+        },
+        "image_content": label_provenance(context.instance),
+    }
+    objects[D.LABELS] = json.dumps(labels_used, indent=2, sort_keys=True, default=str).encode()
 
     branch = f"run-{context.run.run_id[:8]}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     vs.create_branch(branch, DEFAULT_BRANCH)

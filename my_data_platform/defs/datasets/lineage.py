@@ -14,8 +14,12 @@ from my_data_platform.defs.metadata import latest_metadata
 
 KEY = dg.AssetKey(["datasets", "popularity"])
 PHOTOS = dg.AssetKey(["warehouse", "photos"])
+IMAGE_LABELS = dg.AssetKey(["labels", "image_content"])
+IMAGE_PREDICTIONS = dg.AssetKey(["features", "image_predictions"])
 UPSTREAM = [
     dg.AssetKey(["features", "training_examples"]),
+    IMAGE_PREDICTIONS,
+    IMAGE_LABELS,
     dg.AssetKey(["lake", "photos"]),
     PHOTOS,
 ]
@@ -72,3 +76,49 @@ def upstream_versions(instance: dg.DagsterInstance) -> dict[str, str]:
                 f"materialization {rec.storage_id} (run {rec.run_id}, {when})"
             )
     return out
+
+
+LABEL_KEYS = (
+    "labels_sha256",
+    "labels_used",
+    "label_methods",
+    "test_accuracy",
+    "n_test",
+)
+CONSENSUS_KEYS = (
+    "annotations",
+    "annotators",
+    "gold_items",
+    "consensus_accuracy_on_gold",
+    "krippendorff_alpha",
+    "rulebook_version",
+)
+
+
+def label_provenance(instance: dg.DagsterInstance) -> dict[str, object]:
+    """Which human labels the image classifier behind a dataset was trained on: the hash of
+    the (photo, label) pairs, how many, and the consensus's quality figures. Content only
+    (no run or event ids), so an unchanged dataset stays unchanged."""
+    out: dict[str, object] = {}
+    for key, wanted in ((IMAGE_PREDICTIONS, LABEL_KEYS), (IMAGE_LABELS, CONSENSUS_KEYS)):
+        records = instance.fetch_materializations(key, limit=1).records
+        if not records:
+            continue
+        mat = records[0].asset_materialization
+        assert mat is not None
+        md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        out |= {k: md[k] for k in wanted if k in md}
+    return out
+
+
+def dataset_labels(vs: VersionStore, commit: str) -> dict[str, object] | None:
+    """The ``labels.json`` of a dataset commit (``None`` for datasets built before it)."""
+    import json
+
+    from my_data_platform.core.datasets import LABELS
+    from my_data_platform.core.versioning.base import ObjectNotFoundError
+
+    try:
+        return json.loads(vs.get_object(commit, LABELS))
+    except ObjectNotFoundError:
+        return None

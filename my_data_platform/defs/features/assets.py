@@ -122,6 +122,13 @@ def image_predictions(
     idx = lab["i"].to_numpy()
     keep = ok[idx]  # train only on images that decoded
     n_labelled = int(keep.sum())
+    provenance = {
+        "labels_sha256": labels_digest(image_labels),
+        "labels_used": n_labelled,
+        "label_methods": dict(image_labels["method"].value_counts().sort("method").iter_rows())
+        if "method" in image_labels.columns
+        else {},
+    }
     if n_labelled < MIN_LABELS_TO_TRAIN:
         context.log.warning(
             "only %d labelled photos (need %d): image content predictions are null; import "
@@ -136,7 +143,9 @@ def image_predictions(
             classes,
         )
         uri = _publish(store, "image_predictions", frame)
-        yield dg.Output(frame, metadata={"labelled_photos": n_labelled, "lake_uri": uri})
+        yield dg.Output(
+            frame, metadata={"labelled_photos": n_labelled, "lake_uri": uri, **provenance}
+        )
         yield judged_check(judge_rate_floor(0, 0, IMAGE_ACCURACY_FLOOR), "held_out_accuracy_floor")
         return
     device = image_model.pick_device()
@@ -164,10 +173,18 @@ def image_predictions(
         "model_uri": store.uri(model_key),
         "lake_uri": uri,
         "training_seconds": round(float(metrics.get("seconds", 0.0)), 2),
+        **provenance,
     }
     context.log.info("image classifier: held-out accuracy %s", judgement.describe())
     yield dg.Output(frame, metadata=metadata)
     yield judged_check(judgement, "held_out_accuracy_floor")
+
+
+def labels_digest(labels: pl.DataFrame) -> str:
+    """A content hash of the (photo_id, label) pairs a classifier trained on: two models
+    trained on the same labels share it, whatever produced them."""
+    pairs = labels.select("photo_id", "label").sort("photo_id")
+    return hashlib.sha256(pairs.write_csv().encode()).hexdigest()
 
 
 def _decoded_pixels(store: ObjectStore, photos: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,6 @@ quarantined with a reason, never dropped. ``labels/image_content`` turns the ans
 label per photo with Dawid-Skene consensus, and audits the annotators on gold items.
 """
 
-
 import dagster as dg
 import polars as pl
 

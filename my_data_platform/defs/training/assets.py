@@ -10,7 +10,7 @@ import polars as pl
 from my_data_platform.core import model_registry as R
 from my_data_platform.core import training as T
 from my_data_platform.defs.datasets.lineage import KEY as DATASET_KEY
-from my_data_platform.defs.datasets.lineage import code_version, dataset_commit
+from my_data_platform.defs.datasets.lineage import code_version, dataset_commit, dataset_labels
 from my_data_platform.defs.datasets.resources import VersioningResource
 from my_data_platform.defs.features.resources import GroundTruthResource
 from my_data_platform.defs.lake.resources import ObjectStoreResource
@@ -130,6 +130,7 @@ def popularity_model(
         checkpoint_uri=store.uri(f"{prefix}/{R.CHECKPOINT}"),
     )
     manifest.update(
+        labels=dataset_labels(vs, commit),
         dagster_run_id=context.run.run_id,
         dataset_repository=vs.describe(),
         predictions_uri=store.uri(f"{prefix}/{R.PREDICTIONS}"),
