@@ -17,7 +17,7 @@ from my_data_platform.core.stats import judge_rate_floor
 from my_data_platform.defs.features.inputs import warehouse_input
 from my_data_platform.defs.features.resources import GroundTruthResource
 from my_data_platform.defs.judged import judged_check
-from my_data_platform.defs.labels.imports import landed_label_studio
+from my_data_platform.defs.labels.imports import QUARANTINE_SCHEMA, landed_label_studio
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import markdown_preview, png_metadata, table_metadata
 from my_data_platform.defs.sources.resources import OLTPResource
@@ -28,16 +28,6 @@ CONSENSUS_ACCURACY_FLOOR = 0.85
 AGREEMENT_FLOOR = 0.4
 """Krippendorff's alpha below this warns: the rulebook or the annotators need attention."""
 
-QUARANTINE_SCHEMA = {
-    "annotation_id": pl.String,
-    "photo_id": pl.Int64,
-    "annotator": pl.String,
-    "label": pl.String,
-    "source": pl.String,
-    "object_key": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-}
 
 
 def _empty(schema: dict) -> pl.DataFrame:
@@ -81,6 +71,7 @@ def validate_annotations(
         pl.col("label").str.slice(0, 200),
         "source",
         pl.lit(None, pl.String).alias("object_key"),
+        pl.lit(None, pl.Int64).alias("task_index"),
         "reason",
         pl.when(pl.col("reason") == "missing_field")
         .then(
@@ -156,6 +147,7 @@ def warehouse_annotations(
         pl.col("label").str.slice(0, 200),
         pl.lit("gold").alias("source"),
         pl.lit(None, pl.String).alias("object_key"),
+        pl.lit(None, pl.Int64).alias("task_index"),
         pl.lit("invalid_gold_item").alias("reason"),
         pl.lit("gold label outside the rulebook, unknown photo, or a second gold answer").alias(
             "detail"
