@@ -262,8 +262,9 @@ def _photo_id(data: Any, field: str = "data.photo_id") -> int:
     if isinstance(v, _Oversized):
         raise _Bad(PHOTO_ID_OUT_OF_RANGE, f"{field} is {v!r}, past int64")
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _Bad(PHOTO_ID_NOT_INT, f"{field} must be an integer, got {_type_name(v)} "
-                                     f"{_preview(v)}")  # fmt: skip
+        raise _Bad(
+            PHOTO_ID_NOT_INT, f"{field} must be an integer, got {_type_name(v)} {_preview(v)}"
+        )
     if not 0 <= v <= _INT64_MAX:
         raise _Bad(PHOTO_ID_OUT_OF_RANGE, f"{field} is {_preview(v)}, not in 0..2^63-1")
     return v
@@ -272,8 +273,10 @@ def _photo_id(data: Any, field: str = "data.photo_id") -> int:
 def _task_id(task: Mapping[str, Any], field: str = "id") -> int:
     v = task.get(field)
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _INT64_MAX:
-        raise _Bad(BAD_TASK_ID, f"task {field} must be a non-negative integer, got "
-                                f"{_type_name(v)} {_preview(v)}")  # fmt: skip
+        raise _Bad(
+            BAD_TASK_ID,
+            f"task {field} must be a non-negative integer, got {_type_name(v)} {_preview(v)}",
+        )
     return v
 
 
@@ -283,8 +286,11 @@ def _annotation_key(v: Any, field: str) -> str:
         return str(v)
     if isinstance(v, str) and _ANNOTATION_ID.fullmatch(v):
         return v
-    raise _Bad(BAD_ANNOTATION_ID, f"{field} must be a non-negative integer or a short "
-                                  f"[A-Za-z0-9_.-] string, got {_type_name(v)} {_preview(v)}")  # fmt: skip
+    raise _Bad(
+        BAD_ANNOTATION_ID,
+        f"{field} must be a non-negative integer or a short "
+        f"[A-Za-z0-9_.-] string, got {_type_name(v)} {_preview(v)}",
+    )
 
 
 def _safe_text(v: str, limit: int) -> bool:
@@ -311,9 +317,12 @@ def _annotator(v: Any, field: str, limits: ExportLimits) -> str:
         return f"ls:{v}"
     if isinstance(v, str) and _safe_text(v, limits.max_string_chars):
         return f"ls:{v}"
-    raise _Bad(BAD_ANNOTATOR, f"{field} must be a user id or a printable email without spaces "
-                              f"(at most {limits.max_string_chars} chars), got {_type_name(v)} "
-                              f"{_preview(v)}")  # fmt: skip
+    raise _Bad(
+        BAD_ANNOTATOR,
+        f"{field} must be a user id or a printable email without spaces "
+        f"(at most {limits.max_string_chars} chars), got {_type_name(v)} "
+        f"{_preview(v)}",
+    )
 
 
 def _timestamp(ann: Mapping[str, Any], limits: ExportLimits) -> dt.datetime:
@@ -324,8 +333,9 @@ def _timestamp(ann: Mapping[str, Any], limits: ExportLimits) -> dt.datetime:
     if v is None:
         raise _Bad(BAD_TIMESTAMP, "annotation has neither updated_at nor created_at")
     if not isinstance(v, str) or len(v) > limits.max_string_chars:
-        raise _Bad(BAD_TIMESTAMP, f"{field} must be an ISO-8601 string, got {_type_name(v)} "
-                                  f"{_preview(v)}")  # fmt: skip
+        raise _Bad(
+            BAD_TIMESTAMP, f"{field} must be an ISO-8601 string, got {_type_name(v)} {_preview(v)}"
+        )
     try:
         ts = dt.datetime.fromisoformat(v)
     except ValueError:
@@ -348,13 +358,16 @@ def _label(choices: Any, field: str, labels: frozenset[str]) -> str:
         raise _Bad(MULTIPLE_CHOICES, f"{field} has {len(choices)} labels ({shown}); one expected")
     label = choices[0]
     if not isinstance(label, str):
-        raise _Bad(LABEL_NOT_STRING, f"{field}[0] must be a string, got {_type_name(label)} "
-                                     f"{_preview(label)}")  # fmt: skip
+        raise _Bad(
+            LABEL_NOT_STRING,
+            f"{field}[0] must be a string, got {_type_name(label)} {_preview(label)}",
+        )
     if label not in labels:
         near = [x for x in labels if x.casefold() == label.strip().casefold()]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise _Bad(LABEL_NOT_IN_LABEL_SET, f"{field}[0] {_preview(label)} is not in the label "
-                                           f"set{hint}")  # fmt: skip
+        raise _Bad(
+            LABEL_NOT_IN_LABEL_SET, f"{field}[0] {_preview(label)} is not in the label set{hint}"
+        )
     return label
 
 
@@ -364,8 +377,10 @@ def _choice_of(result: Any, from_name: str, labels: frozenset[str], limits: Expo
     if not isinstance(result, list):
         raise _Bad(BAD_RESULT, f"result must be an array, got {_type_name(result)}")
     if len(result) > limits.max_regions_per_annotation:
-        raise _Bad(BAD_RESULT, f"result has {len(result)} regions, more than "
-                               f"{limits.max_regions_per_annotation}")  # fmt: skip
+        raise _Bad(
+            BAD_RESULT,
+            f"result has {len(result)} regions, more than {limits.max_regions_per_annotation}",
+        )
     ours = []
     others: list[str] = []
     for j, region in enumerate(result):
@@ -380,12 +395,14 @@ def _choice_of(result: Any, from_name: str, labels: frozenset[str], limits: Expo
         seen = f" (found from_name {', '.join(others)})" if others else ""
         raise _Bad(NO_CHOICE, f"result has no region from the {from_name!r} control{seen}")
     if len(ours) > 1:
-        raise _Bad(MULTIPLE_CHOICES, f"result has {len(ours)} regions from {from_name!r}; "
-                                     "one expected")  # fmt: skip
+        raise _Bad(
+            MULTIPLE_CHOICES, f"result has {len(ours)} regions from {from_name!r}; one expected"
+        )
     j, region = ours[0]
     if region.get("type") != "choices":
-        raise _Bad(BAD_RESULT, f"result[{j}].type must be 'choices', got "
-                               f"{_preview(region.get('type'))}")  # fmt: skip
+        raise _Bad(
+            BAD_RESULT, f"result[{j}].type must be 'choices', got {_preview(region.get('type'))}"
+        )
     value = region.get("value")
     if not isinstance(value, dict):
         raise _Bad(BAD_RESULT, f"result[{j}].value must be an object, got {_type_name(value)}")
@@ -495,8 +512,10 @@ def parse_export(
             if not isinstance(doc, list):
                 problem = (NOT_A_LIST, f"an LS export is an array of tasks, got {_type_name(doc)}")
             elif len(doc) > limits.max_tasks:
-                problem = (TOO_MANY_TASKS, f"{len(doc)} tasks, more than the limit of "
-                                           f"{limits.max_tasks}")  # fmt: skip
+                problem = (
+                    TOO_MANY_TASKS,
+                    f"{len(doc)} tasks, more than the limit of {limits.max_tasks}",
+                )
     if problem is not None:
         out.bad(None, *problem)
         return out.frames()
@@ -510,8 +529,11 @@ def parse_export(
             elif "annotation_id" in task or from_name in task:
                 _parse_min_item(task, out, labels, limits, from_name)
             else:
-                raise _Bad(MISSING_DATA, "task has no data (neither a JSON task with data and "
-                                         "annotations nor a JSON_MIN item)")  # fmt: skip
+                raise _Bad(
+                    MISSING_DATA,
+                    "task has no data (neither a JSON task with data and "
+                    "annotations nor a JSON_MIN item)",
+                )
         except _Bad as bad:
             out.bad(i, bad.reason, bad.detail)
     return out.frames()
@@ -535,11 +557,15 @@ def _parse_task(
     photo_id = _photo_id(data)
     anns = task.get("annotations", [])
     if not isinstance(anns, list):
-        raise _Bad(ANNOTATIONS_NOT_LIST, f"task {tid}: annotations must be an array, got "
-                                         f"{_type_name(anns)}")  # fmt: skip
+        raise _Bad(
+            ANNOTATIONS_NOT_LIST,
+            f"task {tid}: annotations must be an array, got {_type_name(anns)}",
+        )
     if len(anns) > limits.max_annotations_per_task:
-        raise _Bad(TOO_MANY_ANNOTATIONS, f"task {tid}: {len(anns)} annotations, more than "
-                                         f"{limits.max_annotations_per_task}")  # fmt: skip
+        raise _Bad(
+            TOO_MANY_ANNOTATIONS,
+            f"task {tid}: {len(anns)} annotations, more than {limits.max_annotations_per_task}",
+        )
     for k, ann in enumerate(anns):
         where = f"task {tid} annotations[{k}]"
         try:
@@ -552,8 +578,10 @@ def _parse_task(
             if cancelled is None:
                 cancelled = False
             if not isinstance(cancelled, bool):
-                raise _Bad(BAD_WAS_CANCELLED, f"was_cancelled must be a boolean, got "
-                                              f"{_type_name(cancelled)}")  # fmt: skip
+                raise _Bad(
+                    BAD_WAS_CANCELLED,
+                    f"was_cancelled must be a boolean, got {_type_name(cancelled)}",
+                )
             if cancelled:
                 raise _Bad(CANCELLED_ANNOTATION, "the annotator skipped the task (was_cancelled)")
             if "completed_by" not in ann:
