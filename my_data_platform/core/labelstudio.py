@@ -100,8 +100,10 @@ _COMPRESSED_MAGIC = {
     b"\xfd7zXZ\x00": "xz",
     b"\x28\xb5\x2f\xfd": "zstd",
 }
-#: One JSON string literal (escapes included), unrolled so the regex never backtracks.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: One JSON string literal (escapes included), unrolled so the regex never backtracks. An
+#: unterminated string runs to the end of the text: were it to fail instead, the search would
+#: restart at every later quote (``"\\"\\"...`` would cost quadratic time).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _ANNOTATION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
@@ -172,31 +174,37 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     return obj
 
 
-def _max_depth(text: bytes) -> int:
-    """The deepest ``[``/``{`` nesting of ``text``, ignoring brackets inside strings.
+def _structure(text: bytes) -> tuple[int, int]:
+    """``(deepest nesting, top-level items)`` of JSON ``text``, brackets and commas inside
+    strings ignored: what the limits need, known before the parser builds a single object.
 
     Vectorised (a regex blanks the strings, numpy counts), in chunks so memory stays small.
+    Top-level items are the commas at depth 1, plus one for a non-empty array.
     """
     stripped = _JSON_STRING.sub(b'""', text)
     buf = np.frombuffer(stripped, dtype=np.uint8)
-    deepest = 0
-    depth = 0
+    deepest = depth = commas = 0
     step = 1 << 22
     for start in range(0, buf.size, step):
         chunk = buf[start : start + step]
         delta = (
-            (chunk == ord("[")).astype(np.int32)
+            (chunk == ord("[")).astype(np.int8)
             + (chunk == ord("{"))
             - (chunk == ord("]"))
             - (chunk == ord("}"))
         )
-        nz = delta[delta != 0]
-        if nz.size == 0:
+        comma = chunk == ord(",")
+        events = (delta != 0) | comma
+        if not events.any():
             continue
-        running = np.cumsum(nz, dtype=np.int64) + depth
-        deepest = max(deepest, int(running.max()))
+        d = delta[events]
+        running = np.cumsum(d, dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max(initial=depth)))
+        commas += int(np.count_nonzero(comma[events] & (running == 1)))
         depth = int(running[-1])
-    return deepest
+    body = stripped.strip()
+    items = commas + 1 if body.startswith(b"[") and body[1:].lstrip()[:1] != b"]" else 0
+    return deepest, items
 
 
 def _preview(value: Any, limit: int = 60) -> str:
@@ -449,23 +457,33 @@ class _Collector:
         )
 
 
-def _file_problem(data: bytes, limits: ExportLimits) -> tuple[str, str] | None:
-    """The whole-file reason, checked cheapest first and all before ``json`` sees a byte."""
+def _read_text(data: bytes, limits: ExportLimits) -> tuple[str | None, tuple[str, str] | None]:
+    """The file as text, or its whole-file reason: checked cheapest first, and all before
+    ``json`` sees a byte (size, compression, encoding, nesting, task count)."""
     if len(data) > limits.max_bytes:
-        return FILE_TOO_LARGE, f"{len(data)} bytes, more than the limit of {limits.max_bytes}"
+        return None, (
+            FILE_TOO_LARGE,
+            f"{len(data)} bytes, more than the limit of {limits.max_bytes}",
+        )
     for magic, name in _COMPRESSED_MAGIC.items():
         if data.startswith(magic):
-            return COMPRESSED_NOT_SUPPORTED, (
-                f"the file is {name}-compressed; land the plain JSON export instead"
+            return None, (
+                COMPRESSED_NOT_SUPPORTED,
+                f"the file is {name}-compressed; land the plain JSON export instead",
             )
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return NOT_UTF8, f"not UTF-8 at byte {exc.start}: {exc.reason}"
-    depth = _max_depth(data)
+        return None, (NOT_UTF8, f"not UTF-8 at byte {exc.start}: {exc.reason}")
+    depth, items = _structure(data)
     if depth > limits.max_depth:
-        return TOO_DEEP, f"nested {depth} levels deep, more than the limit of {limits.max_depth}"
-    return None
+        return None, (
+            TOO_DEEP,
+            f"nested {depth} levels deep, more than the limit of {limits.max_depth}",
+        )
+    if items > limits.max_tasks:
+        return None, (TOO_MANY_TASKS, f"{items} tasks, more than the limit of {limits.max_tasks}")
+    return text, None
 
 
 def _loads(text: str, limits: ExportLimits) -> Any:
@@ -498,20 +516,21 @@ def parse_export(
     annotation. ``from_name`` is the Choices control whose label is read; regions of other
     controls are ignored. A task without annotations yields nothing (it is not labelled yet).
     """
-    labels = frozenset(label_set)
+    labels = frozenset(_check_label_set(label_set))
     out = _Collector(key)
-    problem = _file_problem(data, limits)
-    if problem is None:
+    text, problem = _read_text(data, limits)
+    if text is not None:
         try:
-            doc = _loads(data.decode("utf-8-sig"), limits)
+            doc = _loads(text, limits)
         except RecursionError:  # pragma: no cover - the depth check comes first
             problem = (TOO_DEEP, "nested deeper than the parser allows")
         except ValueError as exc:  # JSONDecodeError included
             problem = (NOT_JSON, f"not JSON: {_preview(str(exc), 200)}")
         else:
+            del text
             if not isinstance(doc, list):
                 problem = (NOT_A_LIST, f"an LS export is an array of tasks, got {_type_name(doc)}")
-            elif len(doc) > limits.max_tasks:
+            elif len(doc) > limits.max_tasks:  # pragma: no cover - counted before parsing
                 problem = (
                     TOO_MANY_TASKS,
                     f"{len(doc)} tasks, more than the limit of {limits.max_tasks}",
@@ -627,6 +646,10 @@ def _parse_min_item(
 
 
 def _check_label_set(label_set: Sequence[str]) -> list[str]:
+    """The label set as a list; a caller's mistake (a bare string, duplicates, a label LS
+    could not show) is a ``ValueError``."""
+    if isinstance(label_set, str | bytes):
+        raise ValueError(f"the label set must be a sequence of labels, not {label_set!r}")
     labels = list(label_set)
     if not labels:
         raise ValueError("the label set is empty")

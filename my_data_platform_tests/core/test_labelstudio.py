@@ -367,6 +367,33 @@ def test_deep_nesting_inside_a_record_spoils_the_file_but_brackets_in_strings_do
     assert reasons(quarantine) == [(0, "label_not_in_label_set")]
 
 
+def test_escaped_quotes_cost_linear_time_not_quadratic() -> None:
+    # An unterminated string of escaped quotes: a string regex that fails at the end restarts
+    # at every quote (40k of them took 42 s); this one is 2.5M. Still one clean row.
+    raw = b'["' + b'\\"' * 2_500_000
+    rows, quarantine = parse(raw)
+    assert rows.height == 0
+    assert reasons(quarantine) == [(None, "not_json")]
+
+
+def test_tasks_are_counted_before_parsing() -> None:
+    # 10M tiny items would be ~1 GiB of Python objects; refused from the bytes alone
+    raw = b"[" + b"[]," * 10_000_000 + b"[]]"
+    rows, quarantine = parse(raw, ExportLimits(max_bytes=64 << 20, max_tasks=1000))
+    assert reasons(quarantine) == [(None, "too_many_tasks")]
+    assert "10000001 tasks" in quarantine["detail"][0]
+    commas_in_strings = [task(i, i, [annotation(i, "a,b,[c]")]) for i in range(3)]
+    rows, quarantine = parse(commas_in_strings, ExportLimits(max_tasks=3))
+    assert rows.height == 0
+    assert [r for _, r in reasons(quarantine)] == ["label_not_in_label_set"] * 3
+
+
+@pytest.mark.parametrize("labels", ["sunset", [], ["a", "a"]])
+def test_a_malformed_label_set_is_a_caller_error(labels: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_export(b"[]", KEY, labels)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
