@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from my_data_platform.cli import datasets, features, model
+from my_data_platform.cli import datasets, features, labels, model
 from my_data_platform.cli._common import UserError, err
 from my_data_platform.cli.demo import demo_summary
 from my_data_platform.cli.explore import explore
@@ -31,6 +31,7 @@ app.command()(sql)
 app.add_typer(features.app, name="features")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(model.app, name="model")
+app.add_typer(labels.app, name="labels")
 app.command()(model.train)
 app.command("demo-summary")(demo_summary)
 app.command()(explore)
