@@ -148,7 +148,8 @@ def build_world(data: Path) -> dict:
                     "was_cancelled": False,
                 }
             )
-        tasks.append({"id": 500 + i, "data": {"photo_id": p, "image": f"/data/{p}"}, "annotations": anns})
+        data = {"photo_id": p, "image": f"/data/{p}"}
+        tasks.append({"id": 500 + i, "data": data, "annotations": anns})
     ann = lake / "landing/annotations/project-1-export.json"
     ann.parent.mkdir(parents=True, exist_ok=True)
     ann.write_text(json.dumps(tasks))
@@ -161,9 +162,7 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     world = build_world(data)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MDP_", "AWS_", "LAKEFS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDP_", "AWS_", "LAKEFS_"))}
     env |= {
         "MDP_DATA_DIR": str(data),
         "DAGSTER_HOME": str(data / "dagster_home"),

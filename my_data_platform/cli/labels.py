@@ -24,21 +24,21 @@ CANDIDATES_FEATURE = "image_content_candidates"
 
 
 def load_rulebook(settings: Settings) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The label set and each label's definition (a hint shown to annotators).
-
-    A seam: until the rulebook lands, the image classifier's classes, without definitions.
-    """
-    from my_data_platform.core.image_classes import IMAGE_CLASSES
+    """The label set and each label's definition (a hint shown to annotators), from the
+    annotators' rulebook shipped with the package."""
+    from my_data_platform.core.rulebook import image_content_rulebook
 
     del settings
-    return IMAGE_CLASSES, {}
+    rb = image_content_rulebook()
+    return rb.label_set, {r.name: r.definition for r in rb.labels}
 
 
 def load_candidates(settings: Settings) -> pl.DataFrame:
     """Per-photo candidates for labelling, with each photo's ``object_key``.
 
-    A seam the consensus side will own: reads the lake feature ``image_content_candidates``
-    (photo_id, confidence, agreement, n_annotations, and predicted_class where known). Without
+    Reads the lake feature ``image_content_candidates``, written by
+    ``features/image_predictions`` (photo_id, predicted_class, confidence, agreement,
+    n_annotations). Without
     it, every OLTP photo is a candidate: with the classifier's ``image_predictions`` where
     those exist, else with null confidence. Object keys come from the OLTP ``photos`` table.
     """

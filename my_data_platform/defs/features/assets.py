@@ -143,6 +143,7 @@ def image_predictions(
             classes,
         )
         uri = _publish(store, "image_predictions", frame)
+        _publish(store, "image_content_candidates", labelling_candidates(frame, image_labels))
         yield dg.Output(
             frame, metadata={"labelled_photos": n_labelled, "lake_uri": uri, **provenance}
         )
@@ -158,6 +159,7 @@ def image_predictions(
     model_key = f"models/image_classifier/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
     store.put_bytes(model_key, blob)
     uri = _publish(store, "image_predictions", frame)
+    _publish(store, "image_content_candidates", labelling_candidates(frame, image_labels))
     n_test = int(metrics["n_test"])
     test_acc = float(metrics["test_accuracy"] or 0.0)
     judgement = judge_rate_floor(round(test_acc * n_test), n_test, IMAGE_ACCURACY_FLOOR)
@@ -178,6 +180,16 @@ def image_predictions(
     context.log.info("image classifier: held-out accuracy %s", judgement.describe())
     yield dg.Output(frame, metadata=metadata)
     yield judged_check(judgement, "held_out_accuracy_floor")
+
+
+def labelling_candidates(predictions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Per photo: the classifier's class and confidence, and how many annotators answered and
+    how far they agreed; ``mdp labels export`` ranks these to pick what to label next."""
+    return (
+        predictions.select("photo_id", "predicted_class", "confidence")
+        .join(labels.select("photo_id", "agreement", "n_annotations"), on="photo_id", how="left")
+        .with_columns(pl.col("n_annotations").fill_null(0))
+    )
 
 
 def labels_digest(labels: pl.DataFrame) -> str:

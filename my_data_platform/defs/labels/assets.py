@@ -29,7 +29,6 @@ AGREEMENT_FLOOR = 0.4
 """Krippendorff's alpha below this warns: the rulebook or the annotators need attention."""
 
 
-
 def _empty(schema: dict) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
@@ -47,10 +46,14 @@ def _read_oltp(
 
 def validate_annotations(
     rows: pl.DataFrame, photo_ids: pl.Series, label_set: tuple[str, ...]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows that are usable, and the rest with a reason (first failing rule wins):
-    ``missing_field`` (a null), ``label_not_in_rulebook``, ``unknown_photo`` and
-    ``duplicate_annotation_id`` (the first occurrence, in source order, is kept)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """``(usable rows, quarantined rows with a reason, superseded count)``.
+
+    Reasons (the first failing rule wins): ``missing_field`` (a null),
+    ``label_not_in_rulebook`` and ``unknown_photo``. The same ``annotation_id`` seen again (a
+    Label Studio project exported in full every time, or an edited answer) is one annotation:
+    the newest version is kept and the older ones are counted as superseded, not quarantined.
+    """
     cols = list(C.ANNOTATION_SCHEMA)
     checked = rows.with_row_index("_order").with_columns(
         pl.when(pl.any_horizontal(pl.col(c).is_null() for c in cols))
@@ -59,11 +62,15 @@ def validate_annotations(
         .then(pl.lit("label_not_in_rulebook"))
         .when(~pl.col("photo_id").is_in(photo_ids.implode()))
         .then(pl.lit("unknown_photo"))
-        .when(pl.col("_order") != pl.col("_order").min().over("annotation_id"))
-        .then(pl.lit("duplicate_annotation_id"))
         .alias("reason")
     )
-    good = checked.filter(pl.col("reason").is_null()).select(cols)
+    valid = checked.filter(pl.col("reason").is_null())
+    good = (
+        valid.sort(["annotated_at", "_order"])
+        .unique("annotation_id", keep="last", maintain_order=True)
+        .sort("_order")
+        .select(cols)
+    )
     bad = checked.filter(pl.col("reason").is_not_null()).select(
         "annotation_id",
         "photo_id",
@@ -86,7 +93,7 @@ def validate_annotations(
         .otherwise(None)
         .alias("detail"),
     )
-    return good, bad.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    return good, bad.cast(QUARANTINE_SCHEMA), valid.height - good.height  # type: ignore[arg-type]
 
 
 @dg.multi_asset(
@@ -132,7 +139,7 @@ def warehouse_annotations(
     imported, import_quarantine, files = landed_label_studio(object_store.get_store(), label_set)
     frames.append(imported.cast(C.ANNOTATION_SCHEMA))  # type: ignore[arg-type]
     rows = pl.concat(frames) if frames else _empty(C.ANNOTATION_SCHEMA)
-    good, bad = validate_annotations(rows, photos["photo_id"], label_set)
+    good, bad, superseded = validate_annotations(rows, photos["photo_id"], label_set)
 
     gold_rows = _read_oltp(context, oltp, "annotation_gold", list(C.GOLD_SCHEMA))
     gold = _empty(C.GOLD_SCHEMA) if gold_rows is None else gold_rows.cast(C.GOLD_SCHEMA)  # type: ignore[arg-type]
@@ -174,6 +181,7 @@ def warehouse_annotations(
             ),
             "label_studio_files": files,
             "quarantined": quarantine.height,
+            "superseded": superseded,
         },
     )
     yield dg.Output(

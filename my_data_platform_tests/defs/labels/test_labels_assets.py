@@ -33,11 +33,13 @@ def test_validation_quarantines_every_bad_row_with_a_reason() -> None:
             {"annotation_id": "ok8", "photo_id": 2, "annotator": "c", "label": "food"},
         ]
     )
-    good, bad = validate_annotations(rows, pl.Series([1, 2, 3]), IMAGE_CLASSES)
+    good, bad, superseded = validate_annotations(rows, pl.Series([1, 2, 3]), IMAGE_CLASSES)
+    # the same id twice is one annotation: its newest version (here, the later row) is kept
     assert good["annotation_id"].to_list() == ["ok1", "ok8"]
+    assert good["annotator"].to_list() == ["b", "c"]
+    assert superseded == 1
     reasons = dict(zip(bad["annotation_id"], bad["reason"], strict=True))
     assert reasons == {
-        "ok1": "duplicate_annotation_id",
         "x2": "label_not_in_rulebook",
         "x3": "label_not_in_rulebook",
         "x4": "label_not_in_rulebook",
@@ -45,7 +47,7 @@ def test_validation_quarantines_every_bad_row_with_a_reason() -> None:
         "x6": "missing_field",
         "x7": "label_not_in_rulebook",
     }
-    assert good.height + bad.height == rows.height  # nothing lost
+    assert good.height + bad.height + superseded == rows.height  # nothing lost
     detail = dict(zip(bad["annotation_id"], bad["detail"], strict=True))
     assert detail["x6"] == "null in annotator"
     assert bad["label"].str.len_chars().max() <= 200  # a huge value is cut, not copied
