@@ -32,7 +32,7 @@ PHOTOGRAPHS = {
     "coffee": "food",
     "brick": "city",
 }
-VARIANTS = 6  # crops and flips of each photograph
+VARIANTS = 8  # crops and flips of each photograph
 DAY0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 
 
@@ -71,7 +71,7 @@ def build_world(data: Path) -> dict:
             key = f"landing/photos/own-{pid:04d}.jpg"
             (lake / key).parent.mkdir(parents=True, exist_ok=True)
             (lake / key).write_bytes(_variant(img, v))
-            photos.append((pid, 1 + pid % 12, DAY0 + dt.timedelta(minutes=20 * pid), key, name))
+            photos.append((pid, 1 + pid % 48, DAY0 + dt.timedelta(minutes=20 * pid), key, name))
             truth[pid] = label
 
     # OLTP: only the columns the platform reads, written with plain SQL (no project code)
@@ -86,7 +86,7 @@ def build_world(data: Path) -> dict:
     )
     con.executemany(
         "INSERT INTO users VALUES (?, ?, ?)",
-        [(u, "2025-06-01 00:00:00", 10 * u) for u in range(1, 13)],
+        [(u, "2025-06-01 00:00:00", 10 * u) for u in range(1, 49)],
     )
     con.executemany(
         "INSERT INTO photos VALUES (?, ?, ?, ?, ?)",
@@ -105,13 +105,15 @@ def build_world(data: Path) -> dict:
     for p, _u, up, _k, _name in photos:
         popular = p % 3 == 0
         kinds = ["view"] * 4 + (["like"] * 5 + ["comment", "share"] if popular else ["like"])
-        for kind in kinds:
+        for i, kind in enumerate(kinds):
             n += 1
-            t = up + dt.timedelta(minutes=int(rng.integers(5, 20 * 60)))
+            # one late view a day and a half on, so every photo is old enough to be judged
+            late = i == 0
+            t = up + dt.timedelta(minutes=36 * 60 if late else int(rng.integers(5, 20 * 60)))
             ev = {
                 "event_id": f"ev-{n:06d}",
                 "event_type": kind,
-                "user_id": int(rng.integers(1, 13)),
+                "user_id": int(rng.integers(1, 49)),
                 "photo_id": p,
                 "ts": _ts(t),
                 "client": "web",
