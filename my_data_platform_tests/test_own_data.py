@@ -98,12 +98,12 @@ def build_world(data: Path) -> dict:
     con.commit()
     con.close()
 
-    # events: every photo is viewed; every third one collects likes, comments and shares
+    # events: every photo is viewed; every other one collects likes, comments and shares
     rng = np.random.default_rng(5)
     lines: dict[str, list[str]] = {}
     n = 0
     for p, _u, up, _k, _name in photos:
-        popular = p % 3 == 0
+        popular = p % 2 == 0
         kinds = ["view"] * 4 + (["like"] * 5 + ["comment", "share"] if popular else ["like"])
         for i, kind in enumerate(kinds):
             n += 1
@@ -210,3 +210,66 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
     )  # fmt: skip
     assert manifest.get("oracle") is None  # no hidden truth: no oracle
     assert manifest["labels"]["image_content"]["labels_used"] == world["labelled"]
+
+    # --- the data flywheel: export what to label next, annotate, import, rerun ---------------
+    tasks_file = tmp_path / "tasks.json"
+    subprocess.run(
+        [sys.executable, "-m", "my_data_platform.cli", "labels", "export", "--out",
+         str(tasks_file), "--limit", "8"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    tasks = json.loads(tasks_file.read_text())
+    exported = [t["data"]["photo_id"] for t in tasks]
+    unlabelled = set(world["truth"]) - set(labels["photo_id"])
+    assert set(exported) == unlabelled  # the photos nobody labelled come first
+    assert all(t["meta"]["reason"] == "unlabelled" for t in tasks)
+    # simulated annotators answer in Label Studio, which exports the tasks with annotations
+    for i, t in enumerate(tasks):
+        t["id"] = 9000 + i
+        t["annotations"] = [
+            {
+                "id": 90000 + 10 * i + who,
+                "completed_by": who,
+                "result": [
+                    {
+                        "from_name": "content",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": [world["truth"][t["data"]["photo_id"]]]},
+                    }
+                ],
+                "created_at": _ts(DAY0 + dt.timedelta(days=3, minutes=i)),
+                "was_cancelled": False,
+            }
+            for who in (3, 7)
+        ]
+    (data / "lake/landing/annotations/project-1-round-2.json").write_text(json.dumps(tasks))
+    commits_before = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "my_data_platform.cli", "datasets", "log", "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    )  # fmt: skip
+    rerun = subprocess.run(
+        [sys.executable, "-m", "my_data_platform.cli", "run"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert sql("SELECT count(*) AS n FROM labels.image_content")[0]["n"] == world["photos"]
+    commits_after = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "my_data_platform.cli", "datasets", "log", "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert len(commits_after) == len(commits_before) + 1  # a new dataset version
+    models = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "my_data_platform.cli", "model", "list", "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert [m["image_labels_used"] for m in models] == [world["labelled"], world["photos"]]
+    assert models[0]["dataset_commit"] != models[1]["dataset_commit"]
+    assert models[0]["image_labels_sha256"] != models[1]["image_labels_sha256"]
+    assert all(m["test_roc_auc"] is not None for m in models)
