@@ -296,24 +296,44 @@ def _left_out(
     whole when one of its assets is."""
     out: dict[dg.AssetKey, str] = {}
     partitioned = {k: graph.get(k).partitions_def is not None for k in keys}
-    for key in keys:
-        for up in sorted(graph.get_ancestor_asset_keys(key)):
-            failures = broken.get(up)
-            if not failures:
+    changed = True
+    while changed:  # a sibling left out with its multi-asset takes its own dependents along
+        changed = False
+        for key in keys:
+            if key in out:
                 continue
-            up_part = graph.get(up).partitions_def is not None
-            if up_part and partitioned[key]:
-                hit = [failures[d] for d in days if d in failures]
-            else:
-                hit = list(failures.values())
-            if hit:
-                out[key] = _skip_reason(hit[0])
-                break
-    for key in list(out):
-        for other in graph.get(key).execution_set_asset_keys:
-            if other in partitioned and other not in out:
-                out[other] = out[key]
+            why = _waits_on(graph, key, partitioned[key], days, broken, out)
+            if why is None:
+                continue
+            for member in [key, *graph.get(key).execution_set_asset_keys]:
+                if member in partitioned and member not in out:
+                    out[member] = why
+            changed = True
     return out
+
+
+def _waits_on(
+    graph: Any,
+    key: dg.AssetKey,
+    partitioned: bool,
+    days: list[str],
+    broken: dict[dg.AssetKey, dict[str | None, str]],
+    left_out: dict[dg.AssetKey, str],
+) -> str | None:
+    """Why ``key`` cannot run in this run (a failure upstream of it), or None."""
+    for up in sorted(graph.get_ancestor_asset_keys(key)):
+        if up in left_out:
+            return left_out[up]
+        failures = broken.get(up)
+        if not failures:
+            continue
+        if partitioned and graph.get(up).partitions_def is not None:
+            hit = [failures[d] for d in days if d in failures]
+        else:
+            hit = list(failures.values())
+        if hit:
+            return _skip_reason(hit[0])
+    return None
 
 
 def _skip_reason(why: str) -> str:

@@ -138,3 +138,46 @@ def test_mdp_run_exits_0_when_everything_materializes(
     res = CliRunner().invoke(app, ["run"])
     assert res.exit_code == 0, res.output
     assert "failed asset" not in res.output and "skipped asset" not in res.output
+
+
+def test_left_out_follows_days_and_whole_multi_assets() -> None:
+    """Which assets of a run wait on an earlier failure: per day for per-day edges, every day
+    for an edge into or out of an unpartitioned asset, and a multi-asset that cannot be subset
+    leaves with its member, taking that member's dependents in the same run along."""
+    from my_data_platform.runner import _left_out
+
+    @dg.asset(partitions_def=event_days)
+    def up() -> None:
+        return None
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec("pair_a", deps=[up]), dg.AssetSpec("pair_b")],
+        partitions_def=event_days,
+        can_subset=False,
+    )
+    def pair():
+        yield dg.MaterializeResult(asset_key="pair_a")
+        yield dg.MaterializeResult(asset_key="pair_b")
+
+    @dg.asset(partitions_def=event_days, deps=["pair_b"])
+    def after_b() -> None:
+        return None
+
+    @dg.asset(partitions_def=event_days)
+    def alone() -> None:
+        return None
+
+    @dg.asset(deps=[up])
+    def summary() -> None:
+        return None
+
+    graph = dg.Definitions(assets=[up, pair, after_b, alone, summary]).resolve_asset_graph()
+    keys = [dg.AssetKey(k) for k in ("after_b", "alone", "pair_a", "pair_b")]
+    broken = {dg.AssetKey("up"): {BAD_DAY: "up failed"}}
+    left = {k.to_user_string(): why for k, why in _left_out(graph, keys, [BAD_DAY], broken).items()}
+    assert left == dict.fromkeys(["after_b", "pair_a", "pair_b"], "skipped because up failed")
+    assert _left_out(graph, keys, [DAYS[0]], broken) == {}  # the other day waits on nothing
+    # an unpartitioned child reads every day: one bad day is enough
+    assert _left_out(graph, [dg.AssetKey("summary")], [], broken) == {
+        dg.AssetKey("summary"): "skipped because up failed"
+    }
