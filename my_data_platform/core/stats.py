@@ -121,6 +121,11 @@ class FloorJudgement:
     def describe(self) -> str:
         if self.estimate is None:
             return f"no evidence (n={self.n}); floor {self.floor}"
+        if self.low is None or self.high is None:  # an estimate without bounds: say so
+            return (
+                f"{self.estimate:.3f} (n={self.n}, no bounds) against floor {self.floor}: "
+                f"{self.verdict}"
+            )
         return (
             f"{self.estimate:.3f} (n={self.n}, one-sided 95% bounds "
             f"{self.low:.3f}..{self.high:.3f}) against floor {self.floor}: {self.verdict}"
@@ -151,7 +156,9 @@ def judge_rate_floor(successes: float, n: int, floor: float) -> FloorJudgement:
     return judge(successes / n, n, low, high, floor, "wilson")
 
 
-def judge_auc_floor(y: np.ndarray, score: np.ndarray, floor: float, seed: int = 0) -> FloorJudgement:
+def judge_auc_floor(
+    y: np.ndarray, score: np.ndarray, floor: float, seed: int = 0
+) -> FloorJudgement:
     """ROC AUC against a floor, with one-sided 95% stratified bootstrap bounds."""
     y = np.asarray(y).astype(bool)
     auc = roc_auc(y, score)

@@ -106,6 +106,9 @@ def test_judge_rule_fail_warn_pass_and_no_evidence() -> None:
     zero = judge_rate_floor(0, 0, 0.9)
     assert (zero.verdict, zero.n, zero.estimate, zero.passed) == ("warn", 0, None, True)
     assert "no evidence" in zero.describe()
+    # an estimate without bounds is a warn that still describes itself (once a TypeError)
+    unbounded = judge(0.4, 3, None, None, 0.7, "x")
+    assert unbounded.verdict == "warn" and "no bounds" in unbounded.describe()
 
 
 def test_rate_floor_small_n_warns_large_n_fails() -> None:
