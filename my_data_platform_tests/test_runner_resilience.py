@@ -6,6 +6,7 @@ the second day. Independent assets and the first day still materialize, every de
 skipped with the failure it waits on, the summary names it and the exit status is 1.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -155,7 +156,7 @@ def test_left_out_follows_days_and_whole_multi_assets() -> None:
         partitions_def=event_days,
         can_subset=False,
     )
-    def pair():
+    def pair() -> Iterator[dg.MaterializeResult]:
         yield dg.MaterializeResult(asset_key="pair_a")
         yield dg.MaterializeResult(asset_key="pair_b")
 
