@@ -10,10 +10,11 @@ from the UI would be recorded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -82,6 +83,18 @@ def get_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+AssetStatus = Literal["materialized", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class AssetOutcome:
+    """What became of one selected asset in one run: ``reason`` says why it failed (the error,
+    or the blocking check that failed) or why it was skipped (the upstream asset that failed)."""
+
+    status: AssetStatus
+    reason: str = ""
+
+
 @dataclass
 class RunOutcome:
     """One run. ``partition`` is the day, ``first...last`` for a run over several days, or None.
@@ -89,6 +102,9 @@ class RunOutcome:
     ``materializations`` maps each asset to its last materialization's metadata, with
     ``dagster/row_count`` summed over all the partitions the run materialized;
     ``partition_materializations`` has every partition's own metadata (asset -> day -> metadata).
+    ``asset_outcomes`` has every asset the phase selected for this run (asset -> outcome),
+    including those left out before the run because an upstream asset had failed; ``launched``
+    is False when all of them were (no Dagster run then, and ``run_id`` is empty).
     """
 
     run_id: str
@@ -99,6 +115,12 @@ class RunOutcome:
     failed_checks: list[str] = field(default_factory=list)
     materializations: dict[str, dict[str, Any]] = field(default_factory=dict)
     partition_materializations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    asset_outcomes: dict[str, AssetOutcome] = field(default_factory=dict)
+    launched: bool = True
+
+    def with_status(self, status: AssetStatus) -> dict[str, str]:
+        """Asset -> reason, for the assets with ``status``."""
+        return {k: o.reason for k, o in self.asset_outcomes.items() if o.status == status}
 
 
 @dataclass
@@ -195,43 +217,139 @@ def execute_plan(
     on_run_done: Callable[[RunOutcome], None] | None = None,
     log_level: str = "WARNING",
 ) -> list[RunOutcome]:
-    """Run the plan; stops at the first failed run (later phases would read stale data).
+    """Run the plan: everything that can run, runs.
+
+    A failed asset (a failed step, or a blocking check that failed with ERROR severity) stops
+    only what depends on it: later runs still happen, without the assets downstream of a
+    failure (for a partitioned asset, of a failure on the same day), which are reported as
+    skipped with the failure they wait on. Independent assets and other days still run.
 
     Every event still goes to the instance's event log (and the UI); ``log_level`` only sets
     what is echoed to the console.
     """
     job = defs.resolve_implicit_global_asset_job_def()
+    graph = defs.resolve_asset_graph()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     outcomes: list[RunOutcome] = []
+    broken: dict[dg.AssetKey, dict[str | None, str]] = {}  # asset -> day (None: all) -> why
     for (_, keys), batches in zip(plan.phases, plan.batches, strict=True):
         for days in batches:
-            tags = {"mdp/source": "mdp run"}
-            if len(days) > 1:  # the tags a single-run backfill's run carries
-                tags[ASSET_PARTITION_RANGE_START_TAG] = days[0]
-                tags[ASSET_PARTITION_RANGE_END_TAG] = days[-1]
-            run_id = make_new_run_id()
-            with run_heartbeat(instance, run_id):  # run_health_sensor sees this run is alive
-                result = job.execute_in_process(
-                    run_config=run_config,
-                    instance=instance,
-                    partition_key=days[0] if len(days) == 1 else None,
-                    asset_selection=keys,
-                    raise_on_error=False,
-                    tags=tags,
-                    run_id=run_id,
-                )
             label = None if not days else days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
-            outcome = _outcome(result, label, keys)
+            left_out = _left_out(graph, keys, days, broken)
+            selected = [k for k in keys if k not in left_out]
+            if not selected:
+                outcome = RunOutcome(
+                    run_id="",
+                    partition=label,
+                    assets=[k.to_user_string() for k in keys],
+                    success=False,
+                    launched=False,
+                )
+            else:
+                tags = {"mdp/source": "mdp run"}
+                if len(days) > 1:  # the tags a single-run backfill's run carries
+                    tags[ASSET_PARTITION_RANGE_START_TAG] = days[0]
+                    tags[ASSET_PARTITION_RANGE_END_TAG] = days[-1]
+                run_id = make_new_run_id()
+                with run_heartbeat(instance, run_id):  # run_health_sensor sees this run is alive
+                    result = job.execute_in_process(
+                        run_config=run_config,
+                        instance=instance,
+                        partition_key=days[0] if len(days) == 1 else None,
+                        asset_selection=selected,
+                        raise_on_error=False,
+                        tags=tags,
+                        run_id=run_id,
+                    )
+                outcome = _outcome(result, label, selected, graph)
+                outcome.assets = [k.to_user_string() for k in keys]
+            for key, why in left_out.items():
+                outcome.asset_outcomes[key.to_user_string()] = AssetOutcome("skipped", why)
+            outcome.asset_outcomes = {
+                k.to_user_string(): outcome.asset_outcomes[k.to_user_string()] for k in keys
+            }
+            for key in keys:
+                got = outcome.asset_outcomes[key.to_user_string()]
+                if got.status != "materialized":
+                    why = (
+                        got.reason if got.status == "skipped" else f"{key.to_user_string()} failed"
+                    )
+                    for day in days or [None]:
+                        broken.setdefault(key, {})[day] = why
             outcomes.append(outcome)
             if on_run_done:
                 on_run_done(outcome)
-            if not outcome.success:
-                return outcomes
     return outcomes
 
 
+def _left_out(
+    graph: Any,
+    keys: list[dg.AssetKey],
+    days: list[str],
+    broken: dict[dg.AssetKey, dict[str | None, str]],
+) -> dict[dg.AssetKey, str]:
+    """The assets of a run that wait on a failed or skipped upstream asset, and why.
+
+    A partitioned asset waits on a partitioned parent's same days; any other edge (an
+    unpartitioned asset reads every day, or a partitioned one reads an unpartitioned parent)
+    waits on every failure of the parent. A multi-asset that cannot be subset is left out
+    whole when one of its assets is."""
+    out: dict[dg.AssetKey, str] = {}
+    partitioned = {k: graph.get(k).partitions_def is not None for k in keys}
+    changed = True
+    while changed:  # a sibling left out with its multi-asset takes its own dependents along
+        changed = False
+        for key in keys:
+            if key in out:
+                continue
+            why = _waits_on(graph, key, partitioned[key], days, broken, out)
+            if why is None:
+                continue
+            for member in [key, *graph.get(key).execution_set_asset_keys]:
+                if member in partitioned and member not in out:
+                    out[member] = why
+            changed = True
+    return out
+
+
+def _waits_on(
+    graph: Any,
+    key: dg.AssetKey,
+    partitioned: bool,
+    days: list[str],
+    broken: dict[dg.AssetKey, dict[str | None, str]],
+    left_out: dict[dg.AssetKey, str],
+) -> str | None:
+    """Why ``key`` cannot run in this run (a failure upstream of it), or None."""
+    for up in sorted(graph.get_ancestor_asset_keys(key)):
+        if up in left_out:
+            return left_out[up]
+        failures = broken.get(up)
+        if not failures:
+            continue
+        if partitioned and graph.get(up).partitions_def is not None:
+            hit = [failures[d] for d in days if d in failures]
+        else:
+            hit = list(failures.values())
+        if hit:
+            return _skip_reason(hit[0])
+    return None
+
+
+def _skip_reason(why: str) -> str:
+    """``skipped because X failed``: the failure at the root, not the chain of skips."""
+    return why if why.startswith("skipped because ") else f"skipped because {why}"
+
+
+_ERROR_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)*\w*(?:Error|Failure|Exception): ")
+"""The ``module.Class: `` a serialized error starts with: the summary shows the message."""
+
+
 def _outcome(
-    result: dg.ExecuteInProcessResult, day: str | None, keys: list[dg.AssetKey]
+    result: dg.ExecuteInProcessResult,
+    day: str | None,
+    keys: list[dg.AssetKey],
+    graph: Any = None,
 ) -> RunOutcome:
     out = RunOutcome(
         run_id=result.run_id,
@@ -239,6 +357,8 @@ def _outcome(
         assets=[k.to_user_string() for k in keys],
         success=result.success,
     )
+    failed: dict[str, str] = {}  # asset -> why
+    failed_step_keys: dict[str, str] = {}  # step -> error
     for ev in result.all_events:
         if ev.event_type == dg.DagsterEventType.STEP_FAILURE and ev.step_key:
             err = ev.step_failure_data.error if ev.step_failure_data else None
@@ -246,6 +366,7 @@ def _outcome(
                 err = err.cause  # the user-facing reason is at the bottom of the chain
             msg = err.message.strip().splitlines()[0] if err and err.message else "failed"
             out.failed_steps.append(f"{ev.step_key}: {msg}")
+            failed_step_keys[ev.step_key] = _ERROR_CLASS.sub("", msg)
         elif ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = ev.step_materialization_data.materialization
             key = mat.asset_key.to_user_string()
@@ -258,12 +379,46 @@ def _outcome(
         elif ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.asset_check_evaluation_data
             if not data.passed:
+                warn = data.severity == dg.AssetCheckSeverity.WARN
                 out.failed_checks.append(
                     f"{data.asset_key.to_user_string()}:{data.check_name}"
                     + (" (blocking)" if data.blocking else "")
-                    + (" (warn)" if data.severity == dg.AssetCheckSeverity.WARN else "")
+                    + (" (warn)" if warn else "")
                 )
+                if data.blocking and not warn:  # it blocks what depends on the asset
+                    failed.setdefault(
+                        data.asset_key.to_user_string(),
+                        f"blocking check {data.check_name} failed",
+                    )
+    if graph is not None:
+        for key in keys:
+            step = graph.get(key).assets_def.node_def.name
+            if step in failed_step_keys:
+                failed.setdefault(key.to_user_string(), failed_step_keys[step])
+    for key in keys:
+        name = key.to_user_string()
+        if name in failed:
+            out.asset_outcomes[name] = AssetOutcome("failed", failed[name])
+        elif name in out.materializations:
+            out.asset_outcomes[name] = AssetOutcome("materialized")
+        else:
+            why = _why_skipped(graph, key, failed, failed_step_keys)
+            out.asset_outcomes[name] = AssetOutcome("skipped", why)
     return out
+
+
+def _why_skipped(
+    graph: Any, key: dg.AssetKey, failed: dict[str, str], failed_steps: dict[str, str]
+) -> str:
+    """An asset the run selected but never materialized: Dagster skipped it because a step it
+    depends on failed; name the failed upstream asset of this run when there is one."""
+    if graph is not None:
+        for up in sorted(graph.get_ancestor_asset_keys(key)):
+            if up.to_user_string() in failed:
+                return f"skipped because {up.to_user_string()} failed"
+    if failed_steps:  # e.g. a blocking check's own step
+        return f"skipped because step {sorted(failed_steps)[0]} failed"
+    return "not materialized"
 
 
 def _summed_rows(out: RunOutcome, key: str) -> int | None:

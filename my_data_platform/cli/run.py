@@ -38,42 +38,83 @@ def run(
 
         def done(outcome: Any) -> None:
             label = outcome.partition or "unpartitioned"
-            mark = "[green]ok[/]" if outcome.success else "[red]FAILED[/]"
+            if not outcome.launched:
+                mark, run = "[yellow]SKIPPED[/]", "not run: every asset waits on a failure"
+            else:
+                mark = "[green]ok[/]" if outcome.success else "[red]FAILED[/]"
+                run = f"run {outcome.run_id[:8]}"
+            counts = ", ".join(
+                f"{len(outcome.with_status(s))} {s}"
+                for s in ("failed", "skipped")
+                if outcome.with_status(s)
+            )
             bars.console.print(
-                f"  {mark} {label}: {', '.join(outcome.assets)}  (run {outcome.run_id[:8]})"
+                f"  {mark} {label}: {', '.join(outcome.assets)}  ({run})"
+                + (f"  [{counts}]" if counts else "")
             )
             bars.advance(task)
 
         outcomes = execute_plan(defs, instance, plan, done)
     print_run_summary(outcomes, time.perf_counter() - t0)
-    if not all(o.success for o in outcomes) or any(
-        "(blocking)" in c and "(warn)" not in c for o in outcomes for c in o.failed_checks
-    ):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_status(outcomes))
+
+
+def exit_status(outcomes: list[Any]) -> int:
+    """1 when any asset failed (its step, or a blocking check with ERROR severity) or any run
+    failed; 0 otherwise. Warnings and skips caused by a failure do not add to it."""
+    failed = any(o.with_status("failed") for o in outcomes)
+    return int(failed or any(o.launched and not o.success for o in outcomes))
 
 
 def print_run_summary(outcomes: list[Any], seconds: float) -> None:
-    """Materializations and rows per asset, then the failed steps and checks on stderr."""
+    """Per asset: materializations, rows, failed and skipped runs; then every failed asset,
+    skipped asset (with the failure it waited on), failed step and failed check on stderr."""
     rows: dict[str, dict[str, int]] = {}
     for o in outcomes:
         for key, md in o.materializations.items():
-            r = rows.setdefault(key, {"materializations": 0, "rows": 0})
+            r = rows.setdefault(key, {"materializations": 0, "rows": 0, "failed": 0, "skipped": 0})
             r["materializations"] += len(o.partition_materializations.get(key, {})) or 1
             n = md.get("dagster/row_count")
             if isinstance(n, int):
                 r["rows"] += n
+        for key, got in o.asset_outcomes.items():
+            if got.status != "materialized":
+                r = rows.setdefault(
+                    key, {"materializations": 0, "rows": 0, "failed": 0, "skipped": 0}
+                )
+                r[got.status] += 1
     table = Table(title="mdp run summary")
     table.add_column("asset")
     table.add_column("materializations", justify="right")
     table.add_column("rows", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("skipped", justify="right")
     for key in sorted(rows):
-        table.add_row(key, str(rows[key]["materializations"]), f"{rows[key]['rows']:,}")
+        r = rows[key]
+        table.add_row(
+            key,
+            str(r["materializations"]),
+            f"{r['rows']:,}",
+            str(r["failed"] or ""),
+            str(r["skipped"] or ""),
+        )
     console.print(table)
-    failed = [s for o in outcomes for s in o.failed_steps]
-    checks = [c for o in outcomes for c in o.failed_checks]
-    ok = sum(o.success for o in outcomes)
-    console.print(f"{ok}/{len(outcomes)} runs succeeded in {seconds:.1f}s")
-    for f in failed:
+    launched = [o for o in outcomes if o.launched]
+    ok = sum(o.success for o in launched)
+    not_run = len(outcomes) - len(launched)
+    console.print(
+        f"{ok}/{len(launched)} runs succeeded in {seconds:.1f}s"
+        + (f"; {not_run} not run (everything in them waited on a failure)" if not_run else "")
+    )
+    for o in outcomes:
+        where = f" [{o.partition}]" if o.partition else ""
+        for key, why in o.with_status("failed").items():
+            err.print(f"[red]failed asset[/] {key}{where}: {why}", highlight=False, soft_wrap=True)
+        for key, why in o.with_status("skipped").items():
+            err.print(
+                f"[yellow]skipped asset[/] {key}{where}: {why}", highlight=False, soft_wrap=True
+            )
+    for f in (s for o in outcomes for s in o.failed_steps):
         err.print(f"[red]failed step[/] {f}", highlight=False, soft_wrap=True)
-    for c in checks:
+    for c in (c for o in outcomes for c in o.failed_checks):
         err.print(f"[red]failed check[/] {c}", highlight=False, soft_wrap=True)

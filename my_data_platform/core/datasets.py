@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from my_data_platform.core import features as F
+from my_data_platform.core.stats import FloorJudgement, judge_rate_floor
 
 EXAMPLES = "examples.parquet"
 IMAGES = "images.parquet"
@@ -184,9 +185,25 @@ def build_dataset(
 
 @dataclass(frozen=True)
 class Audit:
+    """One audit's outcome. ``passed`` decides publication; ``warn`` marks a passed audit whose
+    point estimate is out of bounds while the sample cannot tell (reported, not blocking)."""
+
     name: str
     passed: bool
     detail: dict[str, object]
+    warn: bool = False
+
+
+def judge_rate_within(successes: int, n: int, bounds: tuple[float, float]) -> FloorJudgement:
+    """A rate that must lie within ``bounds = (lo, hi)``, judged with its sample size: the floor
+    ``lo`` on the rate and the floor ``1 - hi`` on its complement, each with one-sided 95%
+    Wilson bounds; the worse verdict wins (fail: the data say it is out of bounds; warn: only
+    the estimate is). A small world then warns instead of refusing to publish."""
+    lo, hi = bounds
+    low_side = judge_rate_floor(successes, n, lo)
+    high_side = judge_rate_floor(n - successes, n, 1.0 - hi)
+    order = {"pass": 0, "warn": 1, "fail": 2}
+    return max(low_side, high_side, key=lambda j: order[j.verdict])
 
 
 def audit_dataset(
@@ -226,12 +243,24 @@ def audit_dataset(
     )
     rate = float(ex["label"].mean() or 0.0) if ex.height else 0.0
     lo, hi = label_bounds
-    per_split = {s: c["positive_rate"] for s, c in split_counts(ex).items()}
+    counts = split_counts(ex)
+    per_split = {s: c["positive_rate"] for s, c in counts.items()}
+    # The rate is judged with its sample size (Wilson); an empty split is an exact invariant.
+    positives = int(ex["label"].sum() or 0) if ex.height else 0
+    balance = judge_rate_within(positives, ex.height, (lo, hi))
+    empty = [s for s, c in counts.items() if c["examples"] == 0]
     audits.append(
         Audit(
             "label_balance",
-            lo <= rate <= hi and all(c["examples"] > 0 for c in split_counts(ex).values()),
-            {"positive_rate": round(rate, 4), "bounds": [lo, hi], "per_split": per_split},
+            balance.verdict != "fail" and not empty,
+            {
+                "positive_rate": round(rate, 4),
+                "bounds": [lo, hi],
+                "per_split": per_split,
+                "empty_splits": empty,
+                **balance.metadata(),
+            },
+            warn=balance.verdict == "warn" and not empty,
         )
     )
     if recomputed is None:

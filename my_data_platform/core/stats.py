@@ -121,6 +121,11 @@ class FloorJudgement:
     def describe(self) -> str:
         if self.estimate is None:
             return f"no evidence (n={self.n}); floor {self.floor}"
+        if self.low is None or self.high is None:  # an estimate without bounds: say so
+            return (
+                f"{self.estimate:.3f} (n={self.n}, no bounds) against floor {self.floor}: "
+                f"{self.verdict}"
+            )
         return (
             f"{self.estimate:.3f} (n={self.n}, one-sided 95% bounds "
             f"{self.low:.3f}..{self.high:.3f}) against floor {self.floor}: {self.verdict}"

@@ -33,13 +33,9 @@ def _scored(df: pl.DataFrame, score: np.ndarray) -> dict[str, dict[str, Any]]:
     return per_split(df, _platt(score[tr], y[tr])(score))
 
 
-def baselines(df: pl.DataFrame) -> dict[str, Any]:
-    """Two yardsticks on the same splits as the model (see docs/training.md).
-
-    ``author_prior``: ``log1p`` of the engagement the author's photos received in the trailing
-    672 h (follower count when those columns are absent), Platt-calibrated on train.
-    ``logistic_regression``: sklearn on the standardised tabular features.
-    """
+def baseline_scores(df: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Each baseline's per-row score on ``labelled(df)`` (row order kept): what
+    :func:`baselines` evaluates, and what a paired comparison with the model resamples."""
     from sklearn.linear_model import LogisticRegression
 
     df = labelled(df)
@@ -48,22 +44,35 @@ def baselines(df: pl.DataFrame) -> dict[str, Any]:
     cols = [c for c in AUTHOR_ENGAGEMENT if c in df.columns] or ["author_follower_count"]
     raw = df.select(pl.sum_horizontal(pl.col(c).cast(pl.Float64).fill_null(0) for c in cols))
     prior = np.log1p(np.clip(raw.to_series().to_numpy(), 0.0, None))
-    out: dict[str, Any] = {"author_prior": {**_scored(df, prior), "score": "+".join(cols)}}
-
     x, _ = tabular_matrix(df)
     if len(np.unique(y[tr])) < 2:
         p = np.full(len(y), float(y[tr].mean()))
     else:
         lr = LogisticRegression(max_iter=2000).fit(x[tr], y[tr])
         p = lr.predict_proba(x)[:, 1]
-    out["logistic_regression"] = per_split(df, p)
+    return {"author_prior": prior, "logistic_regression": p}
+
+
+def baselines(df: pl.DataFrame) -> dict[str, Any]:
+    """Two yardsticks on the same splits as the model (see docs/training.md).
+
+    ``author_prior``: ``log1p`` of the engagement the author's photos received in the trailing
+    672 h (follower count when those columns are absent), Platt-calibrated on train.
+    ``logistic_regression``: sklearn on the standardised tabular features.
+    """
+    df = labelled(df)
+    scores = baseline_scores(df)
+    cols = [c for c in AUTHOR_ENGAGEMENT if c in df.columns] or ["author_follower_count"]
+    out: dict[str, Any] = {
+        "author_prior": {**_scored(df, scores["author_prior"]), "score": "+".join(cols)}
+    }
+    out["logistic_regression"] = per_split(df, scores["logistic_regression"])
     return out
 
 
-def oracle(df: pl.DataFrame, ground_truth_photos: pl.DataFrame) -> dict[str, Any]:
-    """The best achievable ranking: score = the generator's hidden ``latent_score`` (log of
-    ``expected_rate``, the same order). Photos without ground truth (real data) are dropped
-    and ``coverage`` says how many matched."""
+def oracle_scores(df: pl.DataFrame, ground_truth_photos: pl.DataFrame) -> pl.DataFrame:
+    """``photo_id, split, label, _oracle_score`` for the labelled rows that have ground truth:
+    the score is the generator's hidden ``latent_score`` (or log ``expected_rate``)."""
     df = labelled(df)
     score_col = "latent_score" if "latent_score" in ground_truth_photos.columns else None
     if score_col is None and "expected_rate" not in ground_truth_photos.columns:
@@ -75,8 +84,18 @@ def oracle(df: pl.DataFrame, ground_truth_photos: pl.DataFrame) -> dict[str, Any
         .alias("_oracle_score"),
     ).unique("photo_id", keep="first")
     joined = df.select("photo_id", "split", "label").join(gt, on="photo_id", how="inner")
-    joined = joined.filter(pl.col("_oracle_score").is_not_null())
+    return joined.filter(pl.col("_oracle_score").is_not_null())
+
+
+def oracle(df: pl.DataFrame, ground_truth_photos: pl.DataFrame) -> dict[str, Any]:
+    """The best achievable ranking: score = the generator's hidden ``latent_score`` (log of
+    ``expected_rate``, the same order). Photos without ground truth (real data) are dropped
+    and ``coverage`` says how many matched."""
+    df = labelled(df)
+    joined = oracle_scores(df, ground_truth_photos)
     out: dict[str, Any] = _scored(joined, joined["_oracle_score"].to_numpy())
-    out["score"] = score_col or "log(expected_rate)"
+    out["score"] = (
+        "latent_score" if "latent_score" in ground_truth_photos.columns else "log(expected_rate)"
+    )
     out["coverage"] = joined.height / df.height if df.height else 0.0
     return out

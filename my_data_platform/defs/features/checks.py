@@ -4,12 +4,15 @@ import dagster as dg
 import polars as pl
 
 from my_data_platform.core import features as F
+from my_data_platform.core.datasets import judge_rate_within
 from my_data_platform.defs.features.objects import read_feature
+from my_data_platform.defs.judged import judged_check
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 EXAMPLES = dg.AssetKey(["features", "training_examples"])
 LABELS = dg.AssetKey(["features", "labels"])
 ACTIVITY = dg.AssetKey(["features", "photo_activity"])
+LABEL_BALANCE_BOUNDS = (0.05, 0.95)
 RANGES = "Counts, rates and dwell are >= 0 and finite."
 
 
@@ -69,15 +72,21 @@ def training_examples_reconcile(object_store: ObjectStoreResource) -> dg.AssetCh
 
 @dg.asset_check(
     asset=LABELS,
-    description="Label balance: warns when positives are under 5% or over 95% of labels.",
+    description=(
+        "Label balance: positives within 5%..95% of labels, judged with one-sided 95% Wilson "
+        "bounds (warn when only the estimate is outside, error when the bound is; never blocks)."
+    ),
 )
 def label_balance(object_store: ObjectStoreResource) -> dg.AssetCheckResult:
     lab = _read(object_store, "labels").filter(pl.col("label_status") == "labelled")
-    rate = float(lab["label"].mean() or 0.0) if lab.height else 0.0
-    return dg.AssetCheckResult(
-        passed=lab.height > 0 and 0.05 <= rate <= 0.95,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"labelled": lab.height, "positive_rate": round(rate, 4)},
+    positives = int(lab["label"].sum() or 0) if lab.height else 0
+    judgement = judge_rate_within(positives, lab.height, LABEL_BALANCE_BOUNDS)
+    rate = positives / lab.height if lab.height else 0.0
+    return judged_check(
+        judgement,
+        labelled=lab.height,
+        positive_rate=round(rate, 4),
+        bounds=list(LABEL_BALANCE_BOUNDS),
     )
 
 

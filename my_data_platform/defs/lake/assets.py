@@ -355,7 +355,8 @@ class LakePhotosConfig(dg.Config):
             description=(
                 "Image files that are not usable and why: unreadable (a symbolic link, "
                 "permission denied), over a limit (too_many_bytes, too_many_pixels), "
-                "not_an_image, truncated or undecodable."
+                "not_an_image, truncated or undecodable; with their size, sha256 (when the "
+                "bytes were read) and when each was first detected."
             ),
         ),
     ],
@@ -397,6 +398,7 @@ def lake_photos(
     quarantine = bad.select(["key", "etag", "bytes", "sha256", "error"]).rename_columns(
         ["key", "etag", "bytes", "sha256", "reason"]
     )
+    quarantine = _with_detected_at(store, quarantine, dt.datetime.now(dt.UTC))
     write_parquet(store, PHOTOS_MANIFEST_OBJECT, manifest)
     write_parquet(store, PHOTOS_QUARANTINE_OBJECT, quarantine)
     context.log.info(
@@ -421,6 +423,44 @@ def lake_photos(
         asset_key=PHOTOS_QUARANTINE_KEY,
         metadata={**table_metadata(quarantine), "dagster/uri": store.uri(PHOTOS_QUARANTINE_OBJECT)},
     )
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("etag", pa.string()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("reason", pa.string()),
+        ("detected_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The photo quarantine object: the file, its size and sha256 (null when it was never read:
+a link, a permission error, over the byte limit), the reason, and when it was first found."""
+
+
+def _with_detected_at(store: ObjectStore, quarantine: pa.Table, now: dt.datetime) -> pa.Table:
+    """Add ``detected_at``: when this file (same key, etag and reason) was first quarantined.
+
+    Quarantined files are inspected again on every run, so the previous quarantine object is
+    the memory: a file still bad for the same reason keeps its first detection time, and a
+    re-run over the same landing area writes the same rows."""
+    try:
+        previous = pl.from_arrow(read_parquet(store, PHOTOS_QUARANTINE_OBJECT))
+    except ObjectNotFoundError:
+        previous = None
+    q = pl.from_arrow(quarantine)
+    assert isinstance(q, pl.DataFrame)
+    stamp = pl.lit(now).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+    if isinstance(previous, pl.DataFrame) and "detected_at" in previous.columns:
+        seen = previous.select("key", "etag", "reason", "detected_at").unique(
+            ["key", "etag", "reason"], keep="first"
+        )
+        q = q.join(seen, on=["key", "etag", "reason"], how="left", nulls_equal=True)
+        q = q.with_columns(pl.col("detected_at").fill_null(stamp))
+    else:
+        q = q.with_columns(detected_at=stamp)
+    return q.to_arrow().select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
 
 
 def _image_batches(

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from my_data_platform.core import training as T
+from my_data_platform.core.training.baselines import baseline_scores, oracle_scores
 from my_data_platform.defs.datasets.lineage import code_version
 from my_data_platform.defs.features.resources import GroundTruthResource
 
@@ -30,11 +31,13 @@ def resolve_device(name: str) -> str:
 
 def train_from_commit(
     vs: Any, commit: str, config: T.TrainConfig, ground_truth: pl.DataFrame | None
-) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None, pl.DataFrame]:
-    """Model, metrics, baselines, oracle and per-photo predictions for one dataset commit.
+) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None, pl.DataFrame, pl.DataFrame]:
+    """Model, metrics, baselines, oracle, per-photo predictions and the test split's per-row
+    scores for one dataset commit.
 
     ``ground_truth`` is the generator's hidden per-photo popularity (synthetic worlds only;
-    ``None`` on real data, and then there is no oracle)."""
+    ``None`` on real data, and then there is no oracle). The last frame
+    (:func:`scores_on_test_split`) is what the model's checks compare on, row by row."""
     df = T.load_dataset(vs, commit)
     model, metrics = T.train_popularity_model(df, config)
     base = T.baselines(df)
@@ -44,7 +47,27 @@ def train_from_commit(
     preds = labelled.select(
         "photo_id", pl.col("split").cast(pl.String), pl.col("label").cast(pl.Int8)
     ).with_columns(p=pl.Series(np.asarray(p, dtype=np.float64)))
-    return model, metrics, base, orc, preds
+    return model, metrics, base, orc, preds, scores_on_test_split(labelled, preds, ground_truth)
+
+
+def scores_on_test_split(
+    labelled: pl.DataFrame, preds: pl.DataFrame, ground_truth: pl.DataFrame | None
+) -> pl.DataFrame:
+    """One row per test photo: ``photo_id``, ``label``, the model's ``p``, each baseline's
+    score and the ``oracle`` score (null without ground truth). Every scorer is on the same
+    rows, so the checks can resample them in pairs (``core.training.compare``)."""
+    base = baseline_scores(labelled)
+    out = preds.with_columns(**{name: pl.Series(s) for name, s in base.items()}).filter(
+        pl.col("split") == "test"
+    )
+    if ground_truth is not None:
+        orc = oracle_scores(labelled, ground_truth).select(
+            "photo_id", pl.col("_oracle_score").alias("oracle")
+        )
+        out = out.join(orc, on="photo_id", how="left")
+    else:
+        out = out.with_columns(oracle=pl.lit(None, pl.Float64))
+    return out.drop("split")
 
 
 def summary(metrics: dict, base: dict, orc: dict | None) -> dict[str, Any]:
@@ -82,7 +105,7 @@ def reproduce_manifest(
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
     gt = GroundTruthResource(ground_truth_dir=str(ground_truth_dir)).photos()
-    _, metrics, base, orc, _ = train_from_commit(vs, manifest["dataset_commit"], cfg, gt)
+    _, metrics, base, orc, _, _ = train_from_commit(vs, manifest["dataset_commit"], cfg, gt)
     out = {
         "kind": "popularity_model_reproduction",
         "reproduced_from": manifest.get("manifest_uri"),

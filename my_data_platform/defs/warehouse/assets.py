@@ -13,7 +13,11 @@ from my_data_platform.core.objectstore import ObjectNotFoundError
 from my_data_platform.core.oltp import as_utc
 from my_data_platform.core.warehouse import ParquetFiles, transaction
 from my_data_platform.defs.crashpoints import crash_point
-from my_data_platform.defs.lake.objects import PHOTOS_MANIFEST_OBJECT, read_parquet
+from my_data_platform.defs.lake.objects import (
+    PHOTOS_MANIFEST_OBJECT,
+    PHOTOS_QUARANTINE_OBJECT,
+    read_parquet,
+)
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 from my_data_platform.defs.metadata import table_metadata
 from my_data_platform.defs.partitions import event_days, event_days_backfill_policy
@@ -113,6 +117,53 @@ def warehouse_events_quarantine(
         object_store.get_store(),
         lambda day: day.quarantine_key,
         "lake/events_quarantine",
+    )
+
+
+PHOTOS_QUARANTINE_SCHEMA = {
+    "object_key": pl.String,
+    "photo_id": pl.Int64,
+    "reason": pl.String,
+    "bytes": pl.Int64,
+    "sha256": pl.String,
+    "etag": pl.String,
+    "detected_at": pl.Datetime("us", "UTC"),
+}
+
+
+@dg.asset(
+    key=["warehouse", "photos_quarantine"],
+    # The quarantine is a lake object, not a warehouse table: no IO manager loads it.
+    deps=[["lake", "photos_quarantine"], ["oltp", "photos"]],
+    group_name="warehouse",
+    kinds={"duckdb", "polars"},
+)
+def warehouse_photos_quarantine(
+    oltp: OLTPResource, object_store: ObjectStoreResource
+) -> pl.DataFrame:
+    """Image files that could not be used (unreadable, over a limit, not an image, truncated,
+    undecodable), queryable like ``warehouse.events_quarantine``: the file's ``object_key``,
+    the ``reason``, its ``bytes`` and ``sha256`` (null when it was never read), when it was
+    first ``detected_at``, and the ``photo_id`` of each photo that points at it (null for an
+    upload no photo references). Nothing that lands is silently dropped."""
+    store = object_store.get_store()
+    try:
+        quarantine = pl.from_arrow(read_parquet(store, PHOTOS_QUARANTINE_OBJECT))
+    except ObjectNotFoundError:
+        raise dg.Failure(
+            "the photo quarantine lake/photos_quarantine is missing: materialize lake/photos first"
+        ) from None
+    assert isinstance(quarantine, pl.DataFrame)
+    if "detected_at" not in quarantine.columns:  # written before detection times were kept
+        quarantine = quarantine.with_columns(detected_at=pl.lit(None, pl.Datetime("us", "UTC")))
+    photos = oltp.read_table("photos", ["photo_id", "object_key"])
+    out = quarantine.select(
+        pl.col("key").alias("object_key"), "reason", "bytes", "sha256", "etag", "detected_at"
+    ).join(photos, on="object_key", how="left")
+    return (
+        out.select(list(PHOTOS_QUARANTINE_SCHEMA))
+        .cast(PHOTOS_QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+        .sort("object_key", "photo_id", nulls_last=True)
     )
 
 
