@@ -319,20 +319,28 @@ def save_encoder(model: ImageEncoder) -> bytes:
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(
-        {"format_version": ENCODER_FORMAT_VERSION, "config": model.config, "state_dict": state},
+        {
+            "kind": "image encoder",
+            "format_version": ENCODER_FORMAT_VERSION,
+            "config": model.config,
+            "state_dict": state,
+        },
         buf,
     )
     return buf.getvalue()
 
 
 def _load_blob(data: bytes, expected_version: int, what: str) -> dict[str, Any]:
+    """The stored dict, checked for its kind (``what``) and format version."""
     try:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a zip, or pickled code refused by weights_only
         raise ValueError(f"not a stored {what}: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format_version") != expected_version:
-        version = blob.get("format_version") if isinstance(blob, dict) else None
-        raise ValueError(f"unsupported {what} format {version!r}")
+    if not isinstance(blob, dict) or blob.get("kind") != what:
+        kind = blob.get("kind") if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"not a stored {what}: it holds {kind!r}")
+    if blob.get("format_version") != expected_version:
+        raise ValueError(f"unsupported {what} format {blob.get('format_version')!r}")
     return blob
 
 
@@ -587,7 +595,13 @@ def save_probe(probe: LinearProbe) -> bytes:
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in probe.state_dict().items()}
     torch.save(
-        {"format_version": PROBE_FORMAT_VERSION, "config": probe.config, "state_dict": state}, buf
+        {
+            "kind": "image probe",
+            "format_version": PROBE_FORMAT_VERSION,
+            "config": probe.config,
+            "state_dict": state,
+        },
+        buf,
     )
     return buf.getvalue()
 
