@@ -13,9 +13,10 @@ the rest is the label pool. Then:
    drawn from the pool, and these are trained on the same ``n`` labels:
    (a) ``probe``: the linear probe on embeddings with ``--views`` augmented views per label;
    (b) ``probe_noaug``: the same without augmented views;
-   (c) ``random_probe``: the same probe on an *untrained* encoder's features (is the
+   (c) ``probe_nostd``: the same as (a) without standardising the embeddings first;
+   (d) ``random_probe``: the same probe on an *untrained* encoder's features (is the
        self-supervised training worth its minute?);
-   (d) ``cnn``: ``image_model.train_image_classifier`` (today's model) on the same labels,
+   (e) ``cnn``: ``image_model.train_image_classifier`` (today's model) on the same labels,
        no validation/test split of its own, with at least ``--cnn-min-steps`` optimizer steps
        (5 epochs of 50 labels would be 5 steps: not a fair baseline);
 3. all are scored on the same test set against the true classes.
@@ -110,14 +111,16 @@ def main() -> None:
         for seed in args.seeds:
             sub = np.random.default_rng(1000 + seed).choice(pool, size, replace=False)
             row: dict[str, Any] = {"n_labels": size, "seed": seed}
-            for name, enc, emb, views in (
-                ("probe", encoder, z, args.views),
-                ("probe_noaug", encoder, z, 0),
-                ("random_probe", random_encoder, z_random, args.views),
+            for name, enc, emb, views, standardize in (
+                ("probe", encoder, z, args.views, True),
+                ("probe_noaug", encoder, z, 0, True),
+                ("probe_nostd", encoder, z, args.views, False),
+                ("random_probe", random_encoder, z_random, args.views, True),
             ):
                 probe, pm = ie.train_probe(
                     enc, images[sub], y[sub], CLASSES, seed=seed, views=views,
                     test_fraction=0.0, embeddings=emb[sub], num_threads=args.threads,
+                    standardize=standardize,
                 )  # fmt: skip
                 row[name] = accuracy(ie.predict_probe(probe, emb[test]), y[test])
                 row[f"{name}_s"] = pm["seconds"]
@@ -133,7 +136,10 @@ def main() -> None:
 
     frame = pl.DataFrame(rows)
     table = frame.group_by("n_labels", maintain_order=True).agg(
-        *(pl.col(c).mean().round(4) for c in ("probe", "probe_noaug", "random_probe", "cnn")),
+        *(
+            pl.col(c).mean().round(4)
+            for c in ("probe", "probe_noaug", "probe_nostd", "random_probe", "cnn")
+        ),
         pl.col("probe_s").mean().round(2),
         pl.col("cnn_s").mean().round(2),
         pl.col("cnn_epochs").first(),

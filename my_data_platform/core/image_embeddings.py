@@ -13,16 +13,21 @@ shapes, textures) and discards what they change; that is what a content class is
 It needs no decoder, and on 64 px images a small CNN with a batch of a few hundred views
 is enough. Why these augmentations (all in torch, from one seeded ``torch.Generator``):
 
-* random resized crop (scale 0.35-1, aspect 3/4-4/3) + horizontal flip: one affine
+* random resized crop (area 0.6-1, aspect 3/4-4/3) + horizontal flip: one affine
   ``grid_sample`` per batch. The crop is the main "content" signal: two crops of a skyline
   must map together, so the net has to recognise the parts of a layout, not one position.
-  Flip because every class means the same mirrored.
-* brightness, contrast and saturation jitter, and random grayscale (p=0.2): without them,
-  instance discrimination is solved by the colour histogram alone. The jitter is kept
-  moderate (no hue shift) because colour *is* part of the meaning of several classes here
-  (an orange horizon, blue sea, green grass); a hue shift would teach the net to ignore it.
+  Not smaller than 0.6: a 64 px layout cropped to a third (SimCLR's 0.08-0.35) loses the
+  object that makes the class (the sun, the plate); measured, 0.35 -> 0.6 raised 50-label
+  probe accuracy 0.993 -> 0.996. Flip because every class means the same mirrored.
+* brightness, contrast and saturation jitter (+-40%), and random grayscale (p=0.2):
+  without them, instance discrimination is solved by the colour histogram alone (halving
+  the jitter lowered 50-label accuracy 0.986 -> 0.980). No hue shift: colour *is* part of
+  the meaning of several classes here (an orange horizon, blue sea, green grass).
 * Gaussian pixel noise: real uploads differ in sensor noise and JPEG artefacts; the
   representation should not depend on them.
+
+Temperature 0.5 (SimCLR's choice for small batches; here batches are 256 photos): 0.2
+gave 0.986 against 0.993 at 50 labels with the same epochs.
 
 The backbone is a conv-BN-ReLU-pool stack like :class:`~my_data_platform.core.image_model
 .SmallCNN` (stride-2 stem, so 64 px costs like 32 px) but wider (32-64-``dim``), plus a
@@ -37,10 +42,15 @@ from-scratch CNN at 50/100/200/all labels.
 
 Probe (:func:`train_probe`): multinomial logistic regression on the frozen embeddings,
 fitted full-batch with L-BFGS (convex, deterministic, no learning rate to tune), weighted
-by ``sample_weight`` (the annotators' consensus confidence). "With augmentation": each
-labelled training photo also contributes ``views`` augmented copies (same augment function
-as the encoder, milder crop), embedded and added as extra rows with the same label and
-weight; held-out rows are never augmented. Part of the labels (``test_fraction``,
+by ``sample_weight`` (the annotators' consensus confidence). The embeddings are first
+standardised with the training rows' per-feature mean and spread (stored in the probe):
+L2-normalised ReLU features sit in a narrow cone, and without this one L2 penalty
+over-shrinks the informative directions (benchmark, 50 labels: 0.962 -> 0.986 accuracy).
+"With augmentation": each labelled training photo also contributes ``views`` augmented
+copies (same augment function as the encoder, milder), embedded and added as extra rows
+with the same label and weight; held-out rows are never augmented. Measured on the
+synthetic world this is neutral (+-0.005 accuracy at 50-200 labels) and costs most of the
+probe's seconds; ``views=0`` turns it off. Part of the labels (``test_fraction``,
 stratified, only from classes with at least 5 labels so that no class loses its only
 examples) is held out to measure accuracy, with ``n_correct`` and ``n`` reported so that
 the caller can put a Wilson bound on it; then, by default, the probe is refit on all labels.
@@ -73,7 +83,8 @@ PROBE_FORMAT_VERSION = 1
 DEFAULT_DIM = 64
 DEFAULT_EPOCHS = 10  # ~75 s for 3000 photos on 2 CPU cores (measured)
 DEFAULT_WIDTHS: tuple[int, ...] = (32, 64)  # the last width is ``dim``
-DEFAULT_TEMPERATURE = 0.2
+DEFAULT_TEMPERATURE = 0.5
+DEFAULT_MIN_SCALE = 0.6
 MIN_PER_CLASS_FOR_TEST = 5
 
 
@@ -222,6 +233,8 @@ def train_encoder(
     weight_decay: float = 1e-4,
     temperature: float = DEFAULT_TEMPERATURE,
     widths: Sequence[int] = DEFAULT_WIDTHS,
+    min_scale: float = DEFAULT_MIN_SCALE,
+    colour_strength: float = 1.0,
 ) -> tuple[ImageEncoder, dict[str, Any]]:
     """Train :class:`ImageEncoder` on unlabelled uint8 NHWC ``images`` with NT-Xent.
 
@@ -253,7 +266,11 @@ def train_encoder(
                 if len(idx) < 2:
                     continue
                 xb = _to_float(x_all[idx])
-                v1, v2 = augment(xb, gen).to(device), augment(xb, gen).to(device)
+                views = [
+                    augment(xb, gen, min_scale=min_scale, strength=colour_strength).to(device)
+                    for _ in range(2)
+                ]
+                v1, v2 = views
                 z = model(torch.cat([v1, v2]))
                 loss = nt_xent(z[: len(idx)], z[len(idx) :], temperature)
                 opt.zero_grad(set_to_none=True)
@@ -276,6 +293,8 @@ def train_encoder(
         "batch_size": batch_size,
         "lr": lr,
         "temperature": temperature,
+        "min_scale": min_scale,
+        "colour_strength": colour_strength,
         "seed": seed,
         "device": device,
         "n_parameters": sum(p.numel() for p in model.parameters()),
@@ -363,6 +382,10 @@ class LinearProbe(nn.Module):
     def __init__(self, dim: int, classes: Sequence[str]) -> None:
         super().__init__()
         self.config: dict[str, Any] = {"dim": int(dim), "classes": [str(c) for c in classes]}
+        # the training rows' per-feature mean and spread: standardised inputs make one L2
+        # penalty fit every feature (normalised embeddings sit in a narrow cone)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
         self.linear = nn.Linear(dim, len(classes))
 
     @property
@@ -370,7 +393,7 @@ class LinearProbe(nn.Module):
         return tuple(self.config["classes"])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(z)
+        return self.linear((z - self.mean) / self.scale)
 
 
 def _label_indices(labels: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
@@ -416,9 +439,14 @@ def _fit_logistic(
     classes: Sequence[str],
     l2: float,
     max_iter: int,
+    standardize: bool,
 ) -> LinearProbe:
     """Weighted, L2-regularised multinomial logistic regression by full-batch L-BFGS."""
     probe = LinearProbe(dim, classes)
+    if standardize:
+        zt64 = torch.from_numpy(z).double()
+        probe.mean.copy_(zt64.mean(dim=0).float())
+        probe.scale.copy_(zt64.std(dim=0, correction=0).clamp(min=1e-2).float())
     nn.init.zeros_(probe.linear.weight)
     nn.init.zeros_(probe.linear.bias)
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
@@ -472,6 +500,7 @@ def train_probe(
     refit: bool = True,
     l2: float = 1e-3,
     max_iter: int = 200,
+    standardize: bool = True,
     num_threads: int | None = 2,
     device: str = "cpu",
     embeddings: np.ndarray | None = None,
@@ -542,7 +571,7 @@ def train_probe(
                 z_tr = np.concatenate([z_tr, z_aug])
                 y_tr = np.concatenate([y_tr, np.tile(y[train_mask], views)])
                 w_tr = np.concatenate([w_tr, np.tile(w[train_mask], views)])
-            return _fit_logistic(z_tr, y_tr, w_tr, encoder.dim, classes, l2, max_iter)
+            return _fit_logistic(z_tr, y_tr, w_tr, encoder.dim, classes, l2, max_iter, standardize)
 
         probe = fit(~test)
         n_test = int(test.sum())
@@ -569,6 +598,7 @@ def train_probe(
         "views": views,
         "refit": refit,
         "l2": l2,
+        "standardize": standardize,
         "seed": seed,
         "seconds": time.perf_counter() - started,
     }
