@@ -2,6 +2,7 @@
 each written to the lake and to the warehouse (see docs/ml-assets.md)."""
 
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from my_data_platform.core import features as F
+from my_data_platform.core import image_embeddings as image_embeddings_core
 from my_data_platform.core import image_model, text_embeddings
 from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
 from my_data_platform.core.rulebook import image_content_rulebook
@@ -78,13 +80,100 @@ def caption_embeddings(
     return table
 
 
+ENCODER_SEED = 0
+PROBE_SEED = 0
+
+
+@dg.asset(
+    key=["features", "image_embeddings"],
+    ins={"photos": warehouse_input("photos", ["photo_id", "object_key", "image_sha256"])},
+    deps=[["lake", "photos"]],
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb", "parquet"},
+)
+def image_embeddings(
+    context: dg.AssetExecutionContext,
+    photos: pl.DataFrame,
+    object_store: ObjectStoreResource,
+) -> pl.DataFrame:
+    """What every landed photo looks like, as a 64-number embedding from an encoder trained on
+    all the photos without a single label (contrastive learning with augmentations). Labels
+    are scarce and the encoder needs none; the content classifier is then a small probe on
+    top. Deterministic on the CPU; retrained only when the set of decodable images changes."""
+    store = object_store.get_store()
+    photos = photos.sort("photo_id")
+    pixels, ok = _decoded_pixels(store, photos)
+    fingerprint = _image_set_fingerprint(photos, ok)
+    previous = _previous_embeddings(store)
+    if previous is not None and previous[1].get("fingerprint") == fingerprint:
+        table, info = previous
+        context.log.info("image set unchanged: reusing encoder %s", info["encoder_key"])
+        context.add_output_metadata({**info, "reused": True})
+        return table
+    device = image_model.pick_device()
+    encoder, metrics = image_embeddings_core.train_encoder(
+        pixels[ok], seed=ENCODER_SEED, device=device
+    )
+    emb = image_embeddings_core.embed(encoder, pixels, device=device)
+    blob = image_embeddings_core.save_encoder(encoder)
+    encoder_key = f"models/image_encoder/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+    store.put_bytes(encoder_key, blob)
+    table = pl.DataFrame(
+        {
+            "photo_id": photos["photo_id"],
+            "embedding": pl.Series(
+                [row.tolist() if good else None for row, good in zip(emb, ok, strict=True)],
+                dtype=pl.List(pl.Float32),
+            ),
+        }
+    )
+    info = {
+        "fingerprint": fingerprint,
+        "encoder_key": encoder_key,
+        "encoder_uri": store.uri(encoder_key),
+        "images": int(ok.sum()),
+        "undecodable": int((~ok).sum()),
+        "dim": int(emb.shape[1]),
+        "epochs": int(metrics.get("epochs", 0)),
+        "final_loss": float(metrics["loss_curve"][-1]) if metrics.get("loss_curve") else None,
+        "training_seconds": round(float(metrics.get("seconds", 0.0)), 2),
+        "device": device,
+        "seed": ENCODER_SEED,
+    }
+    _publish(store, "image_embeddings", table)
+    store.put_bytes(EMBEDDINGS_INFO, json.dumps(info, sort_keys=True).encode())
+    context.add_output_metadata({**info, "reused": False, "lake_uri": store.uri(EMBEDDINGS_INFO)})
+    return table
+
+
+EMBEDDINGS_INFO = "lake/features/image_embeddings.json"
+
+
+def _image_set_fingerprint(photos: pl.DataFrame, ok: np.ndarray) -> str:
+    """The decodable images (by content hash) and the encoder's settings: equal fingerprints
+    give equal encoders, so the training can be skipped."""
+    keys = photos.select("photo_id", "image_sha256").filter(pl.Series(ok))
+    settings = f"seed={ENCODER_SEED};format={image_embeddings_core.ENCODER_FORMAT_VERSION}"
+    return hashlib.sha256((keys.write_csv() + settings).encode()).hexdigest()
+
+
+def _previous_embeddings(store: ObjectStore) -> tuple[pl.DataFrame, dict] | None:
+    try:
+        info = json.loads(store.get_bytes(EMBEDDINGS_INFO))
+        table = read_feature(store, "image_embeddings")
+        store.get_bytes(info["encoder_key"])  # the encoder must still be there
+    except (ObjectNotFoundError, ValueError, KeyError):
+        return None
+    return table, info
+
+
 @dg.asset(
     key=["features", "image_predictions"],
     ins={
         "photos": warehouse_input("photos", ["photo_id", "object_key"]),
         "image_labels": dg.AssetIn(["labels", "image_content"]),
     },
-    deps=[["lake", "photos"]],
+    deps=[["lake", "photos"], ["features", "image_embeddings"]],
     group_name=GROUP,
     kinds={"pytorch", "duckdb", "parquet"},
     check_specs=[
@@ -106,18 +195,29 @@ def image_predictions(
     image_labels: pl.DataFrame,
     object_store: ObjectStoreResource,
 ):
-    """What each photo shows (the rulebook's labels) with a confidence, from a classifier
-    trained on the annotators' consensus labels (``labels/image_content``). Undecodable
-    images get a null prediction, never a crash; with no labels at all every prediction is
-    null and the run goes on with a warning."""
+    """What each photo shows (the rulebook's labels) with a confidence: a linear probe on the
+    self-supervised image embeddings, trained on the annotators' consensus labels (each
+    weighted by its confidence, with augmented views). Undecodable images get a null
+    prediction, never a crash; with too few labels every prediction is null and the run goes
+    on with a warning."""
     store = object_store.get_store()
     classes = image_content_rulebook().label_set
     photos = photos.sort("photo_id")
-    pixels, ok = _decoded_pixels(store, photos)
+    emb_table = read_feature(store, "image_embeddings")
+    info = json.loads(store.get_bytes(EMBEDDINGS_INFO))
+    encoder = image_embeddings_core.load_encoder(store.get_bytes(info["encoder_key"]))
+    joined = photos.select("photo_id").join(emb_table, on="photo_id", how="left")
+    ok = joined["embedding"].is_not_null().to_numpy()
+    dim = int(info["dim"])
+    emb = np.zeros((photos.height, dim), np.float32)
+    if ok.any():
+        emb[ok] = np.asarray(
+            joined.filter(pl.col("embedding").is_not_null())["embedding"].to_list(), np.float32
+        )
     lab = (
         photos.select("photo_id")
         .with_row_index("i")
-        .join(image_labels.select("photo_id", "label"), on="photo_id", how="inner")
+        .join(image_labels.select("photo_id", "label", "confidence"), on="photo_id", how="inner")
     )
     idx = lab["i"].to_numpy()
     keep = ok[idx]  # train only on images that decoded
@@ -128,6 +228,7 @@ def image_predictions(
         "label_methods": dict(image_labels["method"].value_counts().sort("method").iter_rows())
         if "method" in image_labels.columns
         else {},
+        "encoder_key": info["encoder_key"],
     }
     if n_labelled < MIN_LABELS_TO_TRAIN:
         context.log.warning(
@@ -149,27 +250,36 @@ def image_predictions(
         )
         yield judged_check(judge_rate_floor(0, 0, IMAGE_ACCURACY_FLOOR), "held_out_accuracy_floor")
         return
+    sel = idx[keep]
+    # only the labelled photos are decoded again: the probe's augmented views need pixels
+    label_pixels, _ = _decoded_pixels(store, photos[sel.tolist()])
     device = image_model.pick_device()
-    model, metrics = image_model.train_image_classifier(
-        pixels[idx[keep]], lab["label"].to_numpy()[keep], seed=0, device=device, classes=classes
+    probe, metrics = image_embeddings_core.train_probe(
+        encoder,
+        label_pixels,
+        lab["label"].to_numpy()[keep],
+        classes,
+        seed=PROBE_SEED,
+        sample_weight=lab["confidence"].to_numpy()[keep].astype(np.float64),
+        embeddings=emb[sel],
+        device=device,
     )
-    probs = image_model.predict(model, pixels, device=device)
+    probs = image_embeddings_core.predict_probe(probe, emb)
     frame = image_model.predictions_frame(photos["photo_id"], probs, ok, classes)
-    blob = image_model.save_model(model)
-    model_key = f"models/image_classifier/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+    blob = image_embeddings_core.save_probe(probe)
+    model_key = f"models/image_probe/{hashlib.sha256(blob).hexdigest()[:16]}.pt"
     store.put_bytes(model_key, blob)
     uri = _publish(store, "image_predictions", frame)
     _publish(store, "image_content_candidates", labelling_candidates(frame, image_labels))
-    n_test = int(metrics["n_test"])
-    test_acc = float(metrics["test_accuracy"] or 0.0)
-    judgement = judge_rate_floor(round(test_acc * n_test), n_test, IMAGE_ACCURACY_FLOOR)
+    n_test = int(metrics.get("held_out_n") or 0)
+    judgement = judge_rate_floor(
+        int(metrics.get("held_out_n_correct") or 0), n_test, IMAGE_ACCURACY_FLOOR
+    )
     metadata = {
-        "train_accuracy": float(metrics["train_accuracy"]),
-        "val_accuracy": float(metrics["val_accuracy"] or 0.0),
-        "test_accuracy": test_acc,
+        "held_out_accuracy": metrics.get("held_out_accuracy"),
+        "held_out_n": n_test,
         "labelled_photos": n_labelled,
-        "n_train": int(metrics["n_train"]),
-        "n_test": n_test,
+        "class_counts": dg.MetadataValue.json(metrics.get("class_counts", {})),
         "undecodable": int((~ok).sum()),
         "device": device,
         "model_uri": store.uri(model_key),
