@@ -81,7 +81,10 @@ log = logging.getLogger(__name__)
 ENCODER_FORMAT_VERSION = 1
 PROBE_FORMAT_VERSION = 1
 DEFAULT_DIM = 64
-DEFAULT_EPOCHS = 10  # ~75 s for 3000 photos on 2 CPU cores (measured)
+# 10 epochs: 65-75 s for 3000 photos on 2 idle CPU cores (150-210 s when shared), so a
+# 6000-photo world stays near two minutes. 20 epochs reach the from-scratch CNN at 100
+# labels too (0.996 vs 0.989) for twice the time; see benchmarks/labels.py.
+DEFAULT_EPOCHS = 10
 DEFAULT_WIDTHS: tuple[int, ...] = (32, 64)  # the last width is ``dim``
 DEFAULT_TEMPERATURE = 0.5
 DEFAULT_MIN_SCALE = 0.6
