@@ -214,7 +214,9 @@ def popularity_model(
             "test_roc_auc": test["roc_auc"],
             "test_log_loss": test["log_loss"],
             "validation_roc_auc": metrics["validation"]["roc_auc"],
-            "fraction_of_oracle": frac if frac is not None else float("nan"),
+            # the oracle is the generator's hidden popularity score: synthetic worlds only
+            "synthetic_only/fraction_of_oracle": frac if frac is not None else float("nan"),
+            "synthetic_only/oracle_test_roc_auc": headline.get("oracle"),
             "metrics": dg.MetadataValue.md(_metrics_table(metrics, base, orc)),
             "training_curve": png_metadata(curve_png, "training curve"),
             "calibration": png_metadata(calib_png, "calibration"),

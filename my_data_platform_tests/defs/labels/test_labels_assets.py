@@ -88,3 +88,55 @@ def test_no_annotations_give_an_empty_label_table() -> None:
         "agreement",
         "method",
     ]
+
+
+def test_landed_exports_are_uploads_like_any_other(tmp_path) -> None:
+    """Every landed export is read on its own: a good one loads, and an oversized file (judged
+    from the listing, before a byte is read), a gzip, non-JSON bytes and a link outside the
+    store each become one quarantine row naming the file, without stopping the others."""
+    import gzip
+    import json
+    import os
+
+    from my_data_platform.core import labelstudio as LS
+    from my_data_platform.core.objectstore import LocalObjectStore
+    from my_data_platform.defs.labels.imports import landed_label_studio
+
+    store = LocalObjectStore(tmp_path / "lake")
+    task = {
+        "id": 1,
+        "data": {"photo_id": 7, "image": "/x/7.jpg"},
+        "annotations": [
+            {
+                "id": 11,
+                "completed_by": 3,
+                "result": [
+                    {
+                        "from_name": "content",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": ["pet"]},
+                    }
+                ],
+                "created_at": "2026-03-01T10:00:00Z",
+            }
+        ],
+    }
+    store.put_bytes("landing/annotations/a-good.json", json.dumps([task]).encode())
+    store.put_bytes("landing/annotations/b-big.json", b"[" + b" " * 5000 + b"]")
+    store.put_bytes("landing/annotations/c-bomb.json.gz", gzip.compress(b"[" * 100_000))
+    store.put_bytes("landing/annotations/d-text.json", b"\xff\xfe not json")
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps([task]))
+    os.symlink(secret, tmp_path / "lake/landing/annotations/e-link.json")
+    limits = LS.ExportLimits(max_bytes=4096)
+    rows, quarantine, files = landed_label_studio(store, IMAGE_CLASSES, limits)
+    assert rows["annotation_id"].to_list() == ["ls:1:11"]
+    assert rows["label"].to_list() == ["pet"] and rows["photo_id"].to_list() == [7]
+    got = dict(zip(quarantine["object_key"], quarantine["reason"], strict=True))
+    assert got == {
+        "landing/annotations/b-big.json": "file_too_large",
+        "landing/annotations/c-bomb.json.gz": "compressed_not_supported",
+        "landing/annotations/d-text.json": "not_utf8",
+    }
+    assert files == 4  # the link is never listed, so never read
