@@ -128,10 +128,13 @@ def build_world(data: Path) -> dict:
 
     # a Label Studio export: two annotators labelled most photos; one careless answer
     tasks = []
+    disputed = set()
     for i, (p, *_rest) in enumerate(photos):
         if p % 6 == 0:
             continue  # not yet labelled
         anns = []
+        if i % 9 == 0:
+            disputed.add(p)
         for j, who in enumerate((3, 7)):
             label = truth[p] if not (who == 7 and i % 9 == 0) else "sunset"
             anns.append(
@@ -152,12 +155,22 @@ def build_world(data: Path) -> dict:
             )
         data = {"photo_id": p, "image": f"/data/{p}"}
         tasks.append({"id": 500 + i, "data": data, "annotations": anns})
-    ann = lake / "landing/annotations/project-1-export.json"
-    ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps(tasks))
-    # and a broken upload beside it: quarantined, never a stopped run
-    (lake / "landing/annotations/half-uploaded.json").write_text(json.dumps(tasks)[:500])
-    return {"photos": len(photos), "events": n, "labelled": len(tasks), "truth": truth}
+    exports = {
+        "landing/annotations/project-1-export.json": json.dumps(tasks),
+        # and a broken upload beside it: quarantined, never a stopped run
+        "landing/annotations/half-uploaded.json": json.dumps(tasks)[:500],
+    }
+    return {
+        "photos": len(photos), "events": n, "labelled": len(tasks), "truth": truth,
+        "exports": exports, "disputed": disputed,
+    }  # fmt: skip
+
+
+def land_exports(data: Path, exports: dict[str, str]) -> None:
+    for key, text in exports.items():
+        path = data / "lake" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
@@ -170,13 +183,6 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
         "DAGSTER_HOME": str(data / "dagster_home"),
         "MDP_LABEL_MIN_ENGAGEMENT": "4",
     }
-    run = subprocess.run(
-        [sys.executable, "-m", "my_data_platform.cli", "run"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
-    assert not (data / "ground_truth").exists()
 
     def sql(query: str) -> list:
         res = subprocess.run(
@@ -184,6 +190,35 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
             env=env, capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
         return json.loads(res.stdout)
+
+    def mdp_run() -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "my_data_platform.cli", "run"],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, out[-4000:]
+        return out
+
+    # --- no annotations at all: no table, no export. The run succeeds, with a warning ----------
+    out = mdp_run()
+    assert "no annotations: image content labels are empty" in out
+    assert sql("SELECT count(*) AS n FROM labels.image_content")[0]["n"] == 0
+    assert sql(
+        "SELECT count(*) AS n FROM features.image_predictions WHERE predicted_class IS NULL"
+    ) == [{"n": world["photos"]}]
+    first_model = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "my_data_platform.cli", "model", "show", "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert first_model["labels"]["image_content"]["labels_used"] == 0
+
+    # --- the team's Label Studio export lands ----------------------------------------------
+    land_exports(data, world["exports"])
+    mdp_run()
+    assert not (data / "ground_truth").exists()
 
     assert sql("SELECT count(*) AS n FROM warehouse.photos")[0]["n"] == world["photos"]
     assert sql("SELECT count(*) AS n FROM warehouse.events")[0]["n"] == world["events"]
@@ -215,14 +250,23 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
     tasks_file = tmp_path / "tasks.json"
     subprocess.run(
         [sys.executable, "-m", "my_data_platform.cli", "labels", "export", "--out",
-         str(tasks_file), "--limit", "8"],
+         str(tasks_file), "--limit", str(world["photos"])],
         env=env, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     tasks = json.loads(tasks_file.read_text())
-    exported = [t["data"]["photo_id"] for t in tasks]
+    reasons = {t["data"]["photo_id"]: t["meta"]["reason"] for t in tasks}
     unlabelled = set(world["truth"]) - set(labels["photo_id"])
-    assert set(exported) == unlabelled  # the photos nobody labelled come first
-    assert all(t["meta"]["reason"] == "unlabelled" for t in tasks)
+    assert len(unlabelled) == 8
+    # every photo, ranked: disputed, unlabelled and uncertain ones, each with its reason
+    assert reasons == {
+        p: "disagreement" if p in world["disputed"] else "unlabelled" if p in unlabelled
+        else "uncertain"
+        for p in world["truth"]
+    }  # fmt: skip
+    scores = [t["meta"]["score"] for t in tasks]
+    assert scores == sorted(scores, reverse=True)
+    # the classifier's guess rides along as a pre-annotation
+    assert all(t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks)
     # simulated annotators answer in Label Studio, which exports the tasks with annotations
     for i, t in enumerate(tasks):
         t["id"] = 9000 + i
@@ -269,7 +313,7 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
             env=env, capture_output=True, text=True, timeout=120, check=True,
         ).stdout
     )  # fmt: skip
-    assert [m["image_labels_used"] for m in models] == [world["labelled"], world["photos"]]
-    assert models[0]["dataset_commit"] != models[1]["dataset_commit"]
-    assert models[0]["image_labels_sha256"] != models[1]["image_labels_sha256"]
+    assert [m["image_labels_used"] for m in models] == [0, world["labelled"], world["photos"]]
+    assert len({m["dataset_commit"] for m in models}) == 3
+    assert len({m["image_labels_sha256"] for m in models}) == 3
     assert all(m["test_roc_auc"] is not None for m in models)

@@ -356,9 +356,10 @@ def dataset_summary(ds: Any, limit: int = 5) -> str:
         "|---:|---|---|---|---|",
     ]
     view = ds.sort_by("photo_id").limit(limit)
-    ids, tags, gts, content, paths = view.values(
-        ["photo_id", "tags", "ground_truth.label", "image_content.label", "filepath"]
-    )
+    ids, tags, gts, paths = view.values(["photo_id", "tags", "ground_truth.label", "filepath"])
+    # no photo has image content when no annotations exist yet: the field is then absent
+    has_content = "image_content" in ds.get_field_schema()
+    content = view.values("image_content.label") if has_content else [None] * len(ids)
     for pid, t, gt, c, p in zip(ids, tags, gts, content, paths, strict=True):
         lines.append(f"| {pid} | {', '.join(t)} | {gt} | {c or ''} | {Path(p).name} |")
     return "\n".join(lines)
