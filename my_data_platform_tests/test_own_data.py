@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -184,12 +185,15 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
         "MDP_LABEL_MIN_ENGAGEMENT": "4",
     }
 
-    def sql(query: str) -> list:
+    def mdp_json(*args: str) -> Any:
         res = subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "sql", "--format", "json", query],
+            [sys.executable, "-m", "my_data_platform.cli", *args, "--format", "json"],
             env=env, capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
         return json.loads(res.stdout)
+
+    def sql(query: str) -> list:
+        return mdp_json("sql", query)
 
     def mdp_run() -> str:
         run = subprocess.run(
@@ -207,12 +211,7 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
     assert sql(
         "SELECT count(*) AS n FROM features.image_predictions WHERE predicted_class IS NULL"
     ) == [{"n": world["photos"]}]
-    first_model = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "model", "show", "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout
-    )  # fmt: skip
+    first_model = mdp_json("model", "show")
     assert first_model["labels"]["image_content"]["labels_used"] == 0
 
     # --- the team's Label Studio export lands ----------------------------------------------
@@ -237,12 +236,7 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
         "SELECT count(*) AS n FROM features.image_predictions WHERE predicted_class IS NOT NULL"
     )
     assert preds[0]["n"] == world["photos"]
-    manifest = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "model", "show", "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout
-    )  # fmt: skip
+    manifest = mdp_json("model", "show")
     assert manifest.get("oracle") is None  # no hidden truth: no oracle
     assert manifest["labels"]["image_content"]["labels_used"] == world["labelled"]
 
@@ -288,31 +282,12 @@ def test_mdp_run_succeeds_on_a_world_no_generator_made(tmp_path: Path) -> None:
             for who in (3, 7)
         ]
     (data / "lake/landing/annotations/project-1-round-2.json").write_text(json.dumps(tasks))
-    commits_before = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "datasets", "log", "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout
-    )  # fmt: skip
-    rerun = subprocess.run(
-        [sys.executable, "-m", "my_data_platform.cli", "run"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    commits_before = mdp_json("datasets", "log")
+    mdp_run()
     assert sql("SELECT count(*) AS n FROM labels.image_content")[0]["n"] == world["photos"]
-    commits_after = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "datasets", "log", "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout
-    )  # fmt: skip
+    commits_after = mdp_json("datasets", "log")
     assert len(commits_after) == len(commits_before) + 1  # a new dataset version
-    models = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "my_data_platform.cli", "model", "list", "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
-        ).stdout
-    )  # fmt: skip
+    models = mdp_json("model", "list")
     assert [m["image_labels_used"] for m in models] == [0, world["labelled"], world["photos"]]
     assert len({m["dataset_commit"] for m in models}) == 3
     assert len({m["image_labels_sha256"] for m in models}) == 3

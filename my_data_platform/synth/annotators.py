@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from my_data_platform.core.consensus import ANNOTATION_SCHEMA, GOLD_SCHEMA
 from my_data_platform.synth.population import CLASSES, day_rng
 
 STREAM_ANNOTATIONS = 6
@@ -99,15 +100,7 @@ def vendor_annotations(
             )
         if i in gold_idx:
             gold.append({"photo_id": int(pid), "label": CLASSES[int(cls)]})
-    ann = pl.DataFrame(
-        rows,
-        schema={
-            "annotation_id": pl.String,
-            "photo_id": pl.Int64,
-            "annotator": pl.String,
-            "label": pl.String,
-            "annotated_at": pl.Datetime("us", "UTC"),
-            "source": pl.String,
-        },
+    return (
+        pl.DataFrame(rows, schema=ANNOTATION_SCHEMA),
+        pl.DataFrame(gold, schema=GOLD_SCHEMA),
     )
-    return ann, pl.DataFrame(gold, schema={"photo_id": pl.Int64, "label": pl.String})
