@@ -13,6 +13,9 @@ user code server (``use_user_code_server=True``), since the daemon cannot load t
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.definitions.declarative_automation.operators.check_operators import (
+    AllChecksCondition,
+)
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 
@@ -54,6 +57,21 @@ class CheckFailedWithWarnCondition(dg.AutomationCondition[dg.AssetCheckKey]):
         return dg.AutomationResult(context, true_subset)
 
 
+class AllChecksMatchWithChildren(AllChecksCondition):
+    """``all_checks_match()`` that lists its operand as a child, as ``all_deps_match()`` does.
+
+    Dagster 1.13's checks operator lists no children, so a tree with a Python operand under it
+    still claims to be serializable: the code location then fails to load (the snapshot tries
+    to serialize ``CheckFailedWithWarnCondition``). Listing the operand makes Dagster ship only
+    the tree's snapshot, and shows the operand in the UI. The class name must differ from
+    Dagster's (serdes whitelists by name).
+    """
+
+    @property
+    def children(self) -> list[dg.AutomationCondition]:
+        return [self.operand]
+
+
 def check_not_failed() -> dg.AutomationCondition[dg.AssetCheckKey]:
     """A check that passed, failed only with WARN, or runs in this tick: it does not block.
 
@@ -70,7 +88,7 @@ def check_not_failed() -> dg.AutomationCondition[dg.AssetCheckKey]:
 def all_deps_blocking_checks_not_failed() -> dg.AutomationCondition:
     """``all_deps_blocking_checks_passed()`` with the in-run rule: only ERROR failures block."""
     return dg.AutomationCondition.all_deps_match(
-        dg.AutomationCondition.all_checks_match(check_not_failed(), blocking_only=True).with_label(
+        AllChecksMatchWithChildren(operand=check_not_failed(), blocking_only=True).with_label(
             "all_blocking_checks_not_failed"
         )
     ).with_label("all_deps_blocking_checks_not_failed")

@@ -7,6 +7,7 @@ outcome the test picks through run config, and ``audited``/``child`` carry the p
 automation requests ``child`` (as a run would: only an ERROR failure stops it).
 """
 
+import warnings
 from typing import Literal
 
 import dagster as dg
@@ -97,3 +98,28 @@ def test_only_an_error_failure_holds_back_downstream(outcome: Outcome, requested
     result = _child_requested_after_audited_update(outcome)
     assert result.get_num_requested(CHILD) == int(requested)
     assert result.get_num_requested(AUDITED) == 0  # its own parent did not change
+
+
+def test_the_code_location_ships_a_snapshot_of_the_python_condition() -> None:
+    """The code server serializes every asset's condition unless the tree says it cannot; a
+    Python operand hidden from that walk made the whole code location fail to load."""
+    from dagster._core.definitions.sensor_definition import SensorType
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster_shared.serdes import deserialize_value, serialize_value
+
+    from my_data_platform.definitions import eager_automation_sensor
+    from my_data_platform.runner import load_definitions
+
+    repo = load_definitions().get_repository_def()
+    with warnings.catch_warnings():  # Dagster's snapshot reads its own deprecated properties
+        warnings.simplefilter("ignore", DeprecationWarning)
+        snap = RepositorySnap.from_def(repo)
+    nodes = deserialize_value(serialize_value(snap), RepositorySnap).asset_nodes
+    eager = [n for n in nodes if n.group_name == "warehouse" and n.is_materializable]
+    assert eager
+    for node in eager:
+        assert node.automation_condition is None  # only the daemon-side copy is left out
+        assert node.automation_condition_snapshot is not None
+        assert "check_failed_with_warn" in str(node.automation_condition_snapshot)
+    # AUTOMATION (not AUTO_MATERIALIZE): evaluated on the code server, which can run Python
+    assert eager_automation_sensor.sensor_type == SensorType.AUTOMATION
