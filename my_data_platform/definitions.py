@@ -4,6 +4,8 @@
 all load this module, so every entry point sees the same graph. Policy, in one place:
 declarative automation makes the ``EAGER_GROUPS`` refresh when a parent updates, and the
 ``eager_automation_sensor`` evaluates it (docs/configuration.md tells the whole schedule).
+Upstream blocking checks hold that refresh back only when they fail with ERROR, the rule a run
+applies; a WARN failure (a judged check on thin evidence) lets it through.
 """
 
 import warnings
@@ -12,30 +14,38 @@ from pathlib import Path
 
 import dagster as dg
 
+from my_data_platform.defs.automation.conditions import all_deps_blocking_checks_not_failed
+
 EAGER_GROUPS = ("warehouse", "labels", "features")
 """Asset groups refreshed by declarative automation. The lake is run by the landing sensors;
 ``datasets`` and everything after it by the nightly schedule."""
 
-eager_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "eager_automation_sensor",
-    target=dg.AssetSelection.groups(*EAGER_GROUPS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "Evaluates the warehouse and features assets' automation conditions, so they refresh "
-        "after the lake changes."
-    ),
-)
+with warnings.catch_warnings():  # use_user_code_server is a "beta" parameter in 1.13
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    eager_automation_sensor = dg.AutomationConditionSensorDefinition(
+        "eager_automation_sensor",
+        target=dg.AssetSelection.groups(*EAGER_GROUPS),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description=(
+            "Evaluates the warehouse and features assets' automation conditions, so they "
+            "refresh after the lake changes."
+        ),
+        # the eager condition reads check severities in Python (defs/automation/conditions.py),
+        # which only the code server can run; the daemon cannot load custom conditions
+        use_user_code_server=True,
+    )
 
 
 def eager_condition(external: Sequence[dg.AssetKey]) -> dg.AutomationCondition:
-    """``eager()`` that also waits for upstream blocking checks, and ignores ``external`` assets
-    (landing data, OLTP tables): Dagster never materializes them, so they would count as
-    missing forever and block every ELT asset."""
+    """``eager()`` that also waits until no upstream blocking check has failed with ERROR (a
+    WARN failure does not block, as within a run), and ignores ``external`` assets (landing
+    data, OLTP tables): Dagster never materializes them, so they would count as missing forever
+    and block every ELT asset."""
     return (
-        (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed())
+        (dg.AutomationCondition.eager() & all_deps_blocking_checks_not_failed())
         .ignore(dg.AssetSelection.assets(*external))
-        .with_label("eager, after upstream audits pass")
+        .with_label("eager, unless an upstream audit fails")
     )
 
 
