@@ -185,7 +185,7 @@ def datasets_revert(
     if format == "json":
         sys.stdout.write(json.dumps({"commit": _commit_json(head), "recorded": True}) + "\n")
         return
-    console.print(f"[bold]reverted[/] main to {md['reverted_to']} ({ref})", soft_wrap=True)
+    console.print(f"[bold]done:[/] {head.message}", soft_wrap=True)
     console.print(f"  new head:      {head.id}", soft_wrap=True)
     console.print(f"  reverted_from: {md['reverted_from']}", soft_wrap=True)
     console.print(f"  reverted_to:   {md['reverted_to']}", soft_wrap=True)

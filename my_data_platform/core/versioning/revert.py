@@ -98,7 +98,8 @@ def revert(
         )
 
     reason = reason.strip()
-    message = f"revert {branch} to {target[:12]} ({ref}): {reason}"
+    shown = ref[:12] if ref == target else ref  # a full commit id is shortened like target's
+    message = f"revert {branch} to {target[:12]} ({shown}): {reason}"
     metadata = {
         "reverted_to": target,
         "reverted_from": previous,

@@ -61,7 +61,7 @@ def test_revert_makes_one_commit_with_v1s_tree(store: VersionStore) -> None:
     assert head.metadata["reverted_from"] == before
     assert head.metadata["reverted_by"] == "alice"
     assert head.metadata["reason"] == "bad labels"
-    assert head.message == f"revert main to {v1[:12]} ({v1}): bad labels"
+    assert head.message == f"revert main to {v1[:12]} ({v1[:12]}): bad labels"
     # history kept: every earlier commit is still in main's log, and v2 still resolves
     log_after = [c.id for c in store.log("main")]
     assert log_after[0] == head.id
