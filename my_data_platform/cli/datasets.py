@@ -1,4 +1,4 @@
-"""``mdp datasets``: browse dataset versions (log, show, diff)."""
+"""``mdp datasets``: browse dataset versions (log, show, diff) and roll back (revert)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from my_data_platform.cli._common import console, fail, version_store
 
-app = typer.Typer(help="Browse dataset versions (embedded store or lakeFS).")
+app = typer.Typer(help="Browse and roll back dataset versions (embedded store or lakeFS).")
 
 
 def _commit_json(c: Any) -> dict[str, Any]:
@@ -131,3 +131,63 @@ def datasets_diff(
     for c in changes:
         console.print(f"{c.type:>8}  {c.path}")
     console.print(f"{len(changes)} changed object(s); examples: {counts[ref_a]} -> {counts[ref_b]}")
+
+
+def _default_user() -> str:
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no USER and no passwd entry (some containers)
+        return "unknown"
+
+
+@app.command("revert")
+def datasets_revert(
+    ref: Annotated[str, typer.Argument(help="The version to return to: commit id or tag.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the commit).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who reverts (default: $USER).")] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")
+    ] = False,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Roll main back to REF: one new commit with REF's objects, history kept, and Dagster's
+    datasets/popularity pointed at it so training reads the reverted version."""
+    from my_data_platform.core.versioning import VersioningError
+    from my_data_platform.core.versioning.revert import revert
+    from my_data_platform.defs.datasets.lineage import record_revert
+    from my_data_platform.runner import get_instance
+
+    if not reason.strip():
+        fail("--reason must not be empty: say why you roll back")
+    who = (by if by is not None else _default_user()).strip()
+    if not who:
+        fail("--by must not be empty")
+    vs = version_store()
+    if not yes and sys.stdin.isatty() and format != "json":
+        try:
+            changes = vs.diff("main", ref)
+        except VersioningError as exc:
+            fail(str(exc))
+        for c in changes:
+            console.print(f"{c.type:>8}  {c.path}")
+        if not typer.confirm(f"revert main to {ref} ({len(changes)} changed object(s))?"):
+            fail("aborted", code=1)
+    try:
+        head = revert(vs, ref, reverted_by=who, reason=reason)
+    except VersioningError as exc:
+        fail(str(exc))
+    md = dict(head.metadata)
+    # Dagster must learn of it, or training keeps reading the version we just rolled back
+    record_revert(get_instance(), head.id, md)
+    if format == "json":
+        sys.stdout.write(json.dumps({"commit": _commit_json(head), "recorded": True}) + "\n")
+        return
+    console.print(f"[bold]done:[/] {head.message}", soft_wrap=True)
+    console.print(f"  new head:      {head.id}", soft_wrap=True)
+    console.print(f"  reverted_from: {md['reverted_from']}", soft_wrap=True)
+    console.print(f"  reverted_to:   {md['reverted_to']}", soft_wrap=True)
+    console.print(f"  by: {md['reverted_by']}  reason: {md['reason']}")
+    console.print("  datasets/popularity now records this commit (training reads it)")

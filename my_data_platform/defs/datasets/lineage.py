@@ -5,6 +5,7 @@ Shared by the dataset, training and exploration assets, the schedules and the CL
 
 import datetime as dt
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -40,6 +41,28 @@ def dataset_commit(instance: dg.DagsterInstance, vs: VersionStore, ref: str | No
             "publish one first (or pass dataset_commit in the run config)"
         )
     return str(commit)
+
+
+def record_revert(
+    instance: dg.DagsterInstance, commit_id: str, metadata: Mapping[str, str]
+) -> None:
+    """Tell Dagster that ``datasets/popularity`` now points at ``commit_id`` (a rollback).
+
+    Consumers that read "the newest published version" (:func:`dataset_commit` with no ref,
+    i.e. training) take it from this asset's newest materialization, so a rollback that only
+    moved the branch would go unnoticed. A runless materialization with the new head and the
+    rollback's provenance makes the reverted version the one consumers read, and shows the
+    rollback in the asset's history.
+    """
+    md: dict[str, object] = {"dataset_commit": commit_id, "reverted": True}
+    md |= {k: str(v) for k, v in metadata.items() if k != "dataset_commit"}
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=KEY,
+            description=f"rollback to {str(metadata.get('reverted_to', '?'))[:12]}",
+            metadata=md,
+        )
+    )
 
 
 def code_version() -> str:
