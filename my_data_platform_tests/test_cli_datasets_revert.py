@@ -94,3 +94,24 @@ def test_revert_errors_are_one_line(two_versions: tuple[str, str]) -> None:
     assert _common.version_store().resolve_ref("main") == head
     # nothing was recorded in Dagster for the refused rollbacks
     assert get_instance().get_latest_materialization_event(KEY) is None
+
+
+def test_show_and_diff_name_an_unreadable_dataset_in_one_line(data_env) -> None:
+    """A version whose examples are not Parquet (or lack a column) is an error naming the
+    object and the ref, never a traceback."""
+    from typer.testing import CliRunner
+
+    from my_data_platform.cli._common import version_store
+    from my_data_platform.cli.main import app
+
+    vs = version_store()
+    vs.create_repository()
+    vs.create_branch("bad", "main")
+    vs.put_object("bad", "examples.parquet", b"not parquet at all")
+    vs.commit("bad", "a broken upload")
+    runner = CliRunner()
+    for args in (["datasets", "show", "bad"], ["datasets", "diff", "main", "bad"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "examples.parquet at 'bad' is not a readable dataset" in res.output
+        assert "Traceback" not in res.output

@@ -61,6 +61,8 @@ def datasets_show(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """One version: its commit, objects, and example counts per split."""
+    import polars as pl
+
     from my_data_platform.core import datasets as D
     from my_data_platform.core.versioning import VersioningError
 
@@ -75,6 +77,8 @@ def datasets_show(
         )
     except VersioningError as exc:
         fail(str(exc))
+    except (pl.exceptions.PolarsError, OSError, KeyError) as exc:
+        fail(f"{D.EXAMPLES} at {ref!r} is not a readable dataset: {type(exc).__name__}: {exc}")
     info = {
         "commit": _commit_json(commit),
         "objects": [{"path": o.path, "size": o.size, "checksum": o.checksum} for o in objects],
@@ -108,6 +112,8 @@ def datasets_diff(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Changed objects between two versions, with example counts on each side."""
+    import polars as pl
+
     from my_data_platform.core import datasets as D
     from my_data_platform.core.versioning import ObjectNotFoundError, VersioningError
 
@@ -118,6 +124,8 @@ def datasets_diff(
             return D.read_examples(vs.get_object(ref, D.EXAMPLES)).height
         except ObjectNotFoundError:
             return None
+        except (pl.exceptions.PolarsError, OSError, KeyError) as exc:
+            fail(f"{D.EXAMPLES} at {ref!r} is not a readable dataset: {type(exc).__name__}: {exc}")
 
     try:
         changes = vs.diff(ref_a, ref_b)
