@@ -142,11 +142,11 @@ def datasets_diff(
 
 
 def _default_user() -> str:
+    """The login name (``getpass`` reads LOGNAME/USER, then the password database)."""
     import getpass
-    import os
 
     try:
-        return os.environ.get("USER") or getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no USER and no passwd entry (some containers)
         return "unknown"
 
