@@ -181,24 +181,24 @@ def krippendorff_alpha(annotations: pl.DataFrame) -> tuple[float | None, int]:
 
     Units with a single answer carry no agreement information and are left out. ``None``
     when fewer than two units are pairable or every value is the same (no variation)."""
-    grouped = (
-        annotations.group_by("photo_id")
-        .agg(pl.col("label"))
-        .filter(pl.col("label").list.len() >= 2)
-    )
     labels = sorted(set(annotations["label"].to_list()))
-    idx = {c: i for i, c in enumerate(labels)}
-    o = np.zeros((len(labels), len(labels)))
-    for values in grouped["label"].to_list():
-        m = len(values)
-        counts = np.zeros(len(labels))
-        for v in values:
-            counts[idx[v]] += 1
-        # ordered pairs of values from different coders, weighted 1/(m-1)
-        o += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
+    # one row per unit: how many coders gave each value (units with one value carry nothing)
+    counts = (
+        annotations.group_by("photo_id", "label")
+        .len()
+        .pivot(on="label", index="photo_id", values="len")
+        .fill_null(0)
+    )
+    c = counts.select(labels).to_numpy().astype(np.float64) if counts.height else np.zeros((0, 0))
+    m = c.sum(axis=1) if len(c) else np.zeros(0)
+    c, m = c[m >= 2], m[m >= 2]
+    units = len(m)
+    # coincidences: ordered pairs of values from different coders, each unit weighted 1/(m-1)
+    w = c / (m - 1)[:, None]
+    o = c.T @ w - np.diag(w.sum(axis=0)) if units else np.zeros((len(labels), len(labels)))
     n_c = o.sum(axis=1)
     n = float(n_c.sum())
-    if grouped.height < 2 or n <= 1:
+    if units < 2 or n <= 1:
         return None, int(n)
     expected = (n * n - float((n_c**2).sum())) / (n - 1)
     if expected == 0:

@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from my_data_platform.core.image_model import _reproducible, _warmup_cosine
+from my_data_platform.core.image_model import _reproducible, _warmup_cosine, conv_stack
 
 log = logging.getLogger(__name__)
 
@@ -175,17 +175,7 @@ class ImageEncoder(nn.Module):
             "proj_dim": int(proj_dim),
             "image_size": int(image_size),
         }
-        layers: list[nn.Module] = []
-        c_in = 3
-        for i, w in enumerate([*widths, dim]):
-            layers += [
-                nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                nn.BatchNorm2d(w),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in = w
-        self.features = nn.Sequential(*layers)
+        self.features = conv_stack([*widths, dim])
         self.projector = nn.Sequential(
             nn.Linear(dim, dim, bias=False),
             nn.BatchNorm1d(dim),
@@ -334,22 +324,21 @@ def embed(
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
+def _save_blob(model: nn.Module, config: dict[str, Any], version: int, what: str) -> bytes:
+    """Kind, format version, config and CPU weights, as bytes for the object store."""
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(
+        {"kind": what, "format_version": version, "config": config, "state_dict": state}, buf
+    )
+    return buf.getvalue()
+
+
 def save_encoder(model: ImageEncoder) -> bytes:
     """Weights plus architecture config, as bytes for the object store."""
     if not isinstance(model, ImageEncoder):
         raise TypeError(f"expected an ImageEncoder, got {type(model).__name__}")
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "kind": "image encoder",
-            "format_version": ENCODER_FORMAT_VERSION,
-            "config": model.config,
-            "state_dict": state,
-        },
-        buf,
-    )
-    return buf.getvalue()
+    return _save_blob(model, model.config, ENCODER_FORMAT_VERSION, "image encoder")
 
 
 def _load_blob(data: bytes, expected_version: int, what: str) -> dict[str, Any]:
@@ -625,18 +614,7 @@ def save_probe(probe: LinearProbe) -> bytes:
     """Weights plus dim and label set, as bytes for the object store."""
     if not isinstance(probe, LinearProbe):
         raise TypeError(f"expected a LinearProbe, got {type(probe).__name__}")
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in probe.state_dict().items()}
-    torch.save(
-        {
-            "kind": "image probe",
-            "format_version": PROBE_FORMAT_VERSION,
-            "config": probe.config,
-            "state_dict": state,
-        },
-        buf,
-    )
-    return buf.getvalue()
+    return _save_blob(probe, probe.config, PROBE_FORMAT_VERSION, "image probe")
 
 
 def load_probe(data: bytes) -> LinearProbe:

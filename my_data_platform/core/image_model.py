@@ -85,6 +85,22 @@ def decode_batch(
 # the network
 
 
+def conv_stack(widths: Sequence[int]) -> nn.Sequential:
+    """Conv-BN-ReLU-pool blocks from 3 input channels to ``widths[-1]``; the first has
+    stride 2 (a stride-2 stem quarters the cost; 64 px layouts survive at 32 px)."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for i, w in enumerate(widths):
+        layers += [
+            nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        c_in = w
+    return nn.Sequential(*layers)
+
+
 class SmallCNN(nn.Module):
     """Conv blocks (conv-BN-ReLU-pool, the first with stride 2), global pooling, a linear head.
 
@@ -107,19 +123,8 @@ class SmallCNN(nn.Module):
             "classes": [str(c) for c in classes],
             "image_size": int(image_size),
         }
-        layers: list[nn.Module] = []
-        c_in = 3
-        for i, w in enumerate(widths):
-            layers += [
-                # a stride-2 stem quarters the cost; 64 px layouts survive at 32 px
-                nn.Conv2d(c_in, w, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                nn.BatchNorm2d(w),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in = w
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, n_classes)
+        self.features = conv_stack(widths)
+        self.head = nn.Linear(widths[-1], n_classes)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -121,11 +121,12 @@ def image_embeddings(
     table = pl.DataFrame(
         {
             "photo_id": photos["photo_id"],
-            "embedding": pl.Series(
-                [row.tolist() if good else None for row, good in zip(emb, ok, strict=True)],
-                dtype=pl.List(pl.Float32),
-            ),
+            "embedding": pl.Series(emb).cast(pl.List(pl.Float32)),
+            "ok": ok,
         }
+    ).select(
+        "photo_id",
+        pl.when(pl.col("ok")).then(pl.col("embedding")).alias("embedding"),  # undecodable: null
     )
     info = {
         "fingerprint": fingerprint,
@@ -211,9 +212,8 @@ def image_predictions(
     dim = int(info["dim"])
     emb = np.zeros((photos.height, dim), np.float32)
     if ok.any():
-        emb[ok] = np.asarray(
-            joined.filter(pl.col("embedding").is_not_null())["embedding"].to_list(), np.float32
-        )
+        present = joined["embedding"].drop_nulls().list.to_array(dim)
+        emb[ok] = present.to_numpy().astype(np.float32, copy=False)
     lab = (
         photos.select("photo_id")
         .with_row_index("i")

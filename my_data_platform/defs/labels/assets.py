@@ -82,11 +82,12 @@ def validate_annotations(
         "reason",
         pl.when(pl.col("reason") == "missing_field")
         .then(
-            pl.concat_str(
+            pl.lit("null in ")
+            + pl.concat_str(
                 [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in cols],
                 separator=",",
                 ignore_nulls=True,
-            ).map_elements(lambda s: f"null in {s}", return_dtype=pl.String)
+            )
         )
         .when(pl.col("reason") == "label_not_in_rulebook")
         .then(pl.lit(f"label set is {', '.join(label_set)}"))
