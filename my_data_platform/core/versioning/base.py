@@ -116,10 +116,7 @@ class ProtectedBranchError(VersioningError):
         self.read_only = read_only
         if read_only:
             what = "the repository is read-only"
-            fix = (
-                "nothing can be written until an admin makes the repository writable again "
-                "(read-only repositories are set when they are created or imported)"
-            )
+            fix = "nothing can be written to it until a lakeFS admin makes it writable"
         else:
             what = f"branch {branch!r} is protected" if branch else "the branch is protected"
             if operation.startswith("merge"):
@@ -147,10 +144,11 @@ class HookFailedError(VersioningError):
         self.operation = operation
         self.branch = branch
         self.hook_message = hook_message
-        on = f" (branch {branch!r})" if branch else ""
+        on = f" (branch {branch!r})" if branch and repr(branch) not in operation else ""
+        # the hook's words last: they are often several lines
         super().__init__(
-            f"{operation}{on} was rejected by a hook in {where}: {hook_message}; fix what the "
-            "hook reports (or the hook itself) and run again"
+            f"{operation}{on} was rejected by a hook in {where}; fix what the hook reports (or "
+            f"the hook itself) and run again. The hook said: {hook_message.strip()}"
         )
 
 
