@@ -167,4 +167,26 @@ def test_throttling_while_publishing_is_retried_unseen(world: dict, server: Faul
     assert lake.branch_head("main") == md["dataset_commit"].value
     assert {o.path for o in lake.list_objects("main")} == FILES
     assert md["branch"].value not in lake.list_branches()  # published: cleaned up
+    assert md["branch_deleted"].value is True
     assert server.calls("POST", RUN_COMMIT) == 3 and server.calls("POST", r"/merge/main$") == 2
+
+
+def test_a_refused_branch_delete_does_not_fail_a_published_run(
+    world: dict, server: FaultyLakeFS
+) -> None:
+    lake = _lake(server)
+    lake.create_repository()
+    server.fail(
+        "DELETE",
+        r"/branches/run-[^/]+$",
+        412,
+        hook_failure("pre-delete-branch", "keep_run_branches", "run branches are kept 7 days"),
+    )
+
+    result = _materialize(world, server)
+
+    assert result.success  # main holds the dataset: a leftover branch is no reason to fail
+    md = result.asset_materializations_for_node("datasets__popularity")[0].metadata
+    assert md["published"].value is True and md["branch_deleted"].value is False
+    assert lake.branch_head("main") == md["dataset_commit"].value
+    assert md["branch"].value in lake.list_branches()

@@ -161,7 +161,7 @@ def popularity_dataset(
     if not vs.uncommitted(branch):
         # identical to what main already holds: nothing to publish, main stays audited
         head = vs.branch_head(DEFAULT_BRANCH)
-        vs.delete_branch(branch)
+        deleted = _drop_run_branch(context, vs, branch)
         context.log.info("dataset unchanged; main stays at %s", head)
         tag = _ensure_tag(context, vs, head)
         yield dg.MaterializeResult(
@@ -171,6 +171,7 @@ def popularity_dataset(
                 "tag": tag,
                 "published": False,
                 "unchanged": True,
+                "branch_deleted": deleted,
                 "card": dg.MetadataValue.md(vs.get_object(head, D.CARD).decode()),
             }
         )
@@ -195,7 +196,7 @@ def popularity_dataset(
         _publish_refused(context, branch, step, e, base_md)
     crash_point("dataset_commit.end")
     tag = _ensure_tag(context, vs, main_commit)
-    vs.delete_branch(branch)
+    deleted = _drop_run_branch(context, vs, branch)
     context.log.info("published dataset commit %s (tag %s)", main_commit, tag)
     yield dg.MaterializeResult(
         metadata={
@@ -204,6 +205,7 @@ def popularity_dataset(
             "branch_commit": commit.id,
             "tag": tag,
             "published": True,
+            "branch_deleted": deleted,
             "card": dg.MetadataValue.md(vs.get_object(main_commit, D.CARD).decode()),
         }
     )
@@ -263,6 +265,18 @@ def _publish_refused(
         f"{error}",
         metadata=md,
     ) from error
+
+
+def _drop_run_branch(context: dg.AssetExecutionContext, vs: VersionStore, branch: str) -> bool:
+    """Delete the run branch once main holds its data. A backend that refuses the delete (a
+    pre-delete-branch hook, branch protection, a policy) does not undo a publish: warn and keep
+    the branch, rather than fail a run whose dataset is on main."""
+    try:
+        vs.delete_branch(branch)
+    except (ProtectedBranchError, HookFailedError, AuthenticationError) as e:
+        context.log.warning("run branch %s kept: deleting it was refused: %s", branch, e)
+        return False
+    return True
 
 
 def warehouse_snapshot(conn: duckdb.DuckDBPyConnection) -> int:
