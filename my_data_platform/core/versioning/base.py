@@ -72,15 +72,99 @@ class MergeConflictError(VersioningError):
 
 
 class BackendUnavailableError(VersioningError):
-    """The backend could not be reached or refused us; the message names the endpoint only."""
+    """The backend could not be reached or refused us; the message names the endpoint only.
 
-    def __init__(self, endpoint: str, message: str) -> None:
+    ``attempts`` is how many times the request was sent when retries were exhausted (``None``
+    when the error did not come from retrying)."""
+
+    def __init__(self, endpoint: str, message: str, *, attempts: int | None = None) -> None:
         self.endpoint = endpoint
+        self.attempts = attempts
         super().__init__(message)
 
 
 class AuthenticationError(BackendUnavailableError):
-    """The backend rejected the credentials (HTTP 401/403)."""
+    """The backend rejected the credentials (HTTP 401)."""
+
+
+class PermissionDeniedError(AuthenticationError):
+    """The credentials are valid but may not do this operation (an HTTP 403 that is not branch
+    protection): a policy to change, not a branch to work around. An :class:`AuthenticationError`
+    so code that treats any refusal by the server alike keeps doing so."""
+
+
+class ProtectedBranchError(VersioningError):
+    """The server refused a write, commit or merge because the branch is protected or the
+    repository is read-only (lakeFS: HTTP 403 "cannot write to protected branch", "cannot commit
+    to protected branch", "read-only repository").
+
+    Retrying cannot help, so the message says what can: commit on another branch and merge it,
+    or have the protection rules changed. ``reason`` is the server's own message."""
+
+    def __init__(
+        self,
+        branch: str | None,
+        operation: str,
+        reason: str,
+        *,
+        where: str,
+        read_only: bool = False,
+    ) -> None:
+        self.branch = branch
+        self.operation = operation
+        self.reason = reason
+        self.read_only = read_only
+        if read_only:
+            what = "the repository is read-only"
+            fix = "nothing can be written to it until a lakeFS admin makes it writable"
+        else:
+            what = f"branch {branch!r} is protected" if branch else "the branch is protected"
+            if operation.startswith("merge"):
+                fix = (
+                    "publishing needs a merge the protection rules allow: ask a lakeFS admin to "
+                    f"change the branch protection rules of {branch!r} (lakectl branch-protect), "
+                    "or publish to another branch"
+                )
+            else:
+                fix = (
+                    f"write and commit on another branch and merge it into {branch!r}, or ask a "
+                    "lakeFS admin to change the branch protection rules (lakectl branch-protect)"
+                )
+        super().__init__(f"{operation} refused in {where}: {what} ({reason}); {fix}")
+
+
+class HookFailedError(VersioningError):
+    """A server-side hook (lakeFS pre-commit / pre-merge action, HTTP 412) rejected the
+    operation. ``hook_message`` is the hook's output as the server sent it, verbatim: it is
+    the only place that says what the hook objected to."""
+
+    def __init__(
+        self, operation: str, branch: str | None, hook_message: str, *, where: str
+    ) -> None:
+        self.operation = operation
+        self.branch = branch
+        self.hook_message = hook_message
+        on = f" (branch {branch!r})" if branch and repr(branch) not in operation else ""
+        # the hook's words last: they are often several lines
+        super().__init__(
+            f"{operation}{on} was rejected by a hook in {where}; fix what the hook reports (or "
+            f"the hook itself) and run again. The hook said: {hook_message.strip()}"
+        )
+
+
+class CommitConflictError(VersioningError):
+    """A commit lost a race (HTTP 409 on commit): the branch moved, or a commit with this
+    content was being created, while ours was in flight. Nothing was committed; the staged
+    changes are still on the branch."""
+
+    def __init__(self, branch: str, reason: str, *, where: str) -> None:
+        self.branch = branch
+        self.reason = reason
+        super().__init__(
+            f"commit on branch {branch!r} in {where} conflicted with a concurrent change "
+            f"({reason}); the staged changes are still on the branch: check that no other "
+            "writer uses it, then commit again"
+        )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from my_data_platform.core.versioning.base import (
     DEFAULT_BRANCH,
     Change,
     Commit,
+    CommitConflictError,
     MergeConflictError,
     NoChangesError,
     ObjectEntry,
@@ -121,7 +122,12 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
                 return RefNotFoundError(f"source ref {source_ref!r} not found in {self.describe()}")
             return None
 
-        self._call(f"create branch {name!r}", lambda: branch.create(source_ref), on_error=err)
+        self._call(
+            f"create branch {name!r}",
+            lambda: branch.create(source_ref),
+            on_error=err,
+            branch=name,
+        )
         return self.branch_head(name)
 
     def delete_branch(self, name: str) -> None:
@@ -129,7 +135,10 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
             raise VersioningError(f"the default branch {name!r} cannot be deleted")
         branch = self._repo.branch(name)
         self._call(
-            f"delete branch {name!r}", branch.delete, on_error=self._ref_missing("branch", name)
+            f"delete branch {name!r}",
+            branch.delete,
+            on_error=self._ref_missing("branch", name),
+            branch=name,
         )
 
     def list_branches(self) -> list[str]:
@@ -165,6 +174,7 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
             f"upload {path!r} to branch {branch!r}",
             upload,
             on_error=self._ref_missing("branch", branch),
+            branch=branch,
         )
         return ObjectEntry(
             path=path, size=int(stats.size_bytes or len(data)), checksum=stats.checksum
@@ -211,9 +221,15 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
 
     def delete_object(self, branch: str, path: str) -> None:
         validate_path(path)
-        obj = self._repo.branch(branch).object(path)
+        sdk = self._client.sdk_client
         try:
-            self._call(f"delete {path!r} on branch {branch!r}", obj.delete)
+            # the API directly, not Object.delete: that drops the server's message on a 403,
+            # and the message is what tells a protected branch from a missing permission
+            self._call(
+                f"delete {path!r} on branch {branch!r}",
+                lambda: sdk.objects_api.delete_object(self.repository, branch, path),
+                branch=branch,
+            )
         except RefNotFoundError:
             self.branch_head(branch)  # a missing branch is an error, a missing object is not
 
@@ -243,6 +259,8 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
                 return RefNotFoundError(f"branch {branch!r} not found in {self.describe()}")
             if isinstance(e, BadRequestException) and "no changes" in error_message(e).lower():
                 return NoChangesError(f"nothing to commit on branch {branch!r}")
+            if isinstance(e, ConflictException):  # not "already exists": a lost race
+                return CommitConflictError(branch, error_message(e), where=self.describe())
             return None
 
         ref = self._call(
@@ -250,6 +268,7 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
             lambda: b.commit(message, metadata=meta, allow_empty=allow_empty),
             idempotent=False,
             on_error=err,
+            branch=branch,
         )
         log.info("committed %s on %s/%s", ref.id[:12], self.repository, branch)
         return self.get_commit(ref.id)
@@ -287,6 +306,7 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
                 lambda: src.merge_into(dest_branch, **kwargs),
                 idempotent=False,
                 on_error=err,
+                branch=dest_branch,
             )
         except Absent:  # nothing to merge: the destination already has it
             return self.branch_head(dest_branch)

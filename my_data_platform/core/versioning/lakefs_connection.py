@@ -1,17 +1,22 @@
 """Calling lakeFS: the SDK client, retries with backoff, and lakeFS errors as ours.
 
 Transient failures (connection errors, HTTP 5xx, 429) are retried with exponential backoff and
-jitter; requests that are not idempotent (commit, merge) are only retried when the server cannot
-have acted on them (connection refused, 429, 503). Messages and ``repr`` name the endpoint,
-never the secret. :mod:`.lakefs` builds the version store on :class:`LakeFSConnection`.
+jitter, waiting at least what a ``Retry-After`` header asks (capped); requests that are not
+idempotent (commit, merge) are only retried when the server cannot have acted on them
+(connection refused, 429, 503, lakeFS's "branch is currently locked"). Errors a user can act on
+get their own types: a protected branch or read-only repository (403), a failed hook (412), a
+commit that lost a race (409). Messages and ``repr`` name the endpoint, never the secret.
+:mod:`.lakefs` builds the version store on :class:`LakeFSConnection`.
 """
 
 from __future__ import annotations
 
+import email.utils
+import http
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,7 +39,10 @@ from my_data_platform.core.versioning.base import (
     BackendUnavailableError,
     Change,
     Commit,
+    HookFailedError,
     NoChangesError,
+    PermissionDeniedError,
+    ProtectedBranchError,
     RefExistsError,
     RefNotFoundError,
     UncommittedChangesError,
@@ -47,7 +55,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PAGE = 1000  # the API's maximum page size
-_RETRY_ALWAYS = {429, 503}  # the server did not act on the request
+# Answers after which the server did not act on the request (throttled: lakeFS's "too many
+# attempts" 429 and its KV "slow down" 503; a proxy's 503): safe to resend even a commit.
+_RETRY_ALWAYS = {429, 503}
+# lakeFS answers 500 "branch is currently locked, try again later" before touching the branch
+_LOCKED = "try again later"
 _CONNECT_ERRORS = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
 
 ENV_ENDPOINT = "LAKEFS_ENDPOINT"
@@ -71,8 +83,43 @@ def error_message(e: ServerException) -> str:
     return str(body.get("message") or e.reason or "")
 
 
+def retry_after(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or
+    ``None`` when there is none or it cannot be read. Header names are case-insensitive."""
+    value = next(
+        (str(v).strip() for k, v in (headers or {}).items() if str(k).lower() == "retry-after"),
+        None,
+    )
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"HTTP {status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
 class _NotSent(Exception):
     """Internal: a transient failure after which the request may be retried."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait  # what the server asked for (Retry-After), if anything
 
 
 class LakeFSConnection:
@@ -92,11 +139,14 @@ class LakeFSConnection:
         max_retries: int = 5,
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
+        retry_after_max: float = 30.0,
         timeout: float = 30.0,
         page_size: int = _PAGE,
     ) -> None:
         """``storage_namespace`` (e.g. ``s3://bucket/lakefs/datasets``) is only needed to
-        create the repository; lakeFS remembers it afterwards."""
+        create the repository; lakeFS remembers it afterwards. A request is sent at most
+        ``1 + max_retries`` times; a ``Retry-After`` is honoured up to ``retry_after_max``
+        seconds per wait, so a server asking for an hour cannot stall a run for an hour."""
         if not endpoint:
             raise VersioningError(f"lakeFS endpoint is empty (set {ENV_ENDPOINT})")
         if not access_key_id or not secret_access_key:
@@ -109,6 +159,7 @@ class LakeFSConnection:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
         self.page_size = max(1, min(page_size, _PAGE))
         self._client = lakefs.Client(
             host=endpoint, username=access_key_id, password=secret_access_key
@@ -126,6 +177,8 @@ class LakeFSConnection:
         self._repo = lakefs.Repository(self.repository, client=self._client)
 
     # ---------------------------------------------------------------- calling the server
+    _sleep = staticmethod(time.sleep)  # tests record the waits instead of sleeping
+
     def _call(
         self,
         what: str,
@@ -133,8 +186,10 @@ class LakeFSConnection:
         *,
         idempotent: bool = True,
         on_error: Callable[[ServerException], Exception | None] | None = None,
+        branch: str | None = None,
     ) -> T:
-        """Run ``fn`` with retries; translate SDK errors (``on_error`` may claim one)."""
+        """Run ``fn`` with retries; translate SDK errors (``on_error`` may claim one).
+        ``branch`` is the branch the call writes to, named by protection and hook errors."""
         attempt = 0
         while True:
             try:
@@ -143,9 +198,24 @@ class LakeFSConnection:
                         return fn()
                 except ServerException as e:
                     status = e.status_code or 0
-                    if status in _RETRY_ALWAYS or (status >= 500 and idempotent):
-                        raise _NotSent(f"HTTP {status} {error_message(e)}".strip()) from e
-                    raise self._translate(what, e, on_error) from e
+                    msg = error_message(e)
+                    if (
+                        status in _RETRY_ALWAYS
+                        or (status >= 500 and idempotent)
+                        or (status == 500 and _LOCKED in msg.lower())
+                    ):
+                        raise _NotSent(
+                            f"{_status_text(status)}: {msg}".rstrip(": "),
+                            retry_after(getattr(e, "headers", None)),
+                        ) from e
+                    if status >= 500:  # not idempotent: the server may have acted on it
+                        raise VersioningError(
+                            f"lakeFS at {self.endpoint} answered {_status_text(status)} to "
+                            f"{what} ({msg}); it may or may not have been applied: check "
+                            f"{f'branch {branch!r}' if branch else 'the repository'} before "
+                            "retrying"
+                        ) from e
+                    raise self._translate(what, e, on_error, branch) from e
                 except _CONNECT_ERRORS as e:
                     raise _NotSent(f"cannot connect ({type(e).__name__})") from e
                 except (urllib3.exceptions.HTTPError, ConnectionError) as e:
@@ -162,10 +232,13 @@ class LakeFSConnection:
                     raise BackendUnavailableError(
                         self.endpoint,
                         f"lakeFS at {self.endpoint} is unavailable: {what} failed after "
-                        f"{attempt} attempts: {transient}",
+                        f"{attempt} attempts (last: {transient})",
+                        attempts=attempt,
                     ) from transient.__cause__
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
+                if transient.wait is not None:  # the server said when: at least that, capped
+                    delay = max(delay, min(transient.wait, self.retry_after_max))
                 log.warning(
                     "lakeFS %s: %s failed (%s); retry %d/%d in %.2fs",
                     self.endpoint,
@@ -175,13 +248,14 @@ class LakeFSConnection:
                     self.max_retries,
                     delay,
                 )
-                time.sleep(delay)
+                self._sleep(delay)
 
     def _translate(
         self,
         what: str,
         e: ServerException,
         on_error: Callable[[ServerException], Exception | None] | None,
+        branch: str | None = None,
     ) -> Exception:
         if isinstance(e, NotAuthorizedException) and e.status_code == 401:
             return AuthenticationError(
@@ -194,16 +268,33 @@ class LakeFSConnection:
             if claimed is not None:
                 return claimed
         msg = error_message(e)
+        low = msg.lower()
         if isinstance(e, ForbiddenException) or e.status_code == 403:
-            return AuthenticationError(
-                self.endpoint, f"lakeFS at {self.endpoint} forbids {what} (HTTP 403): {msg}"
+            # lakeFS answers 403 both for policies and for graveler's protection errors; only
+            # the message tells them apart (pkg/graveler/errors.go)
+            if "protected branch" in low or "read-only repository" in low:
+                return ProtectedBranchError(
+                    branch, what, msg, where=self.describe(), read_only="read-only" in low
+                )
+            if "default branch" in low:  # "cannot delete repository default branch"
+                return VersioningError(f"{what} refused in {self.describe()}: {msg}")
+            return PermissionDeniedError(
+                self.endpoint,
+                f"lakeFS at {self.endpoint} does not allow {what} for these credentials "
+                f"(HTTP 403: {msg or 'forbidden'}); a lakeFS admin must grant it in the "
+                f"policies of the user of {ENV_ACCESS_KEY_ID}",
             )
+        if e.status_code == 412:
+            # a pre-* hook (lakeFS action) aborted the operation; lakeFS's other 412, an
+            # If-None-Match upload, says just "Precondition failed" and we never send one
+            if low.strip(" .") != "precondition failed":
+                return HookFailedError(what, branch, msg, where=self.describe())
+            return VersioningError(f"{what}: precondition failed in {self.describe()}")
         if isinstance(e, NotFoundException):
             return RefNotFoundError(f"{what}: not found in {self.describe()} ({msg})")
         if isinstance(e, ConflictException):
             return RefExistsError(f"{what}: already exists in {self.describe()} ({msg})")
         if isinstance(e, BadRequestException):
-            low = msg.lower()
             if "no changes" in low:
                 return NoChangesError(f"{what}: no changes ({msg})")
             if "dirty" in low or "uncommitted" in low:

@@ -3,6 +3,7 @@ audited there, merged into ``main`` only when every audit passes (see docs/ml-as
 
 import datetime as dt
 import json
+from typing import NoReturn
 
 import dagster as dg
 import duckdb
@@ -11,7 +12,17 @@ import polars as pl
 from my_data_platform.core import datasets as D
 from my_data_platform.core import features as F
 from my_data_platform.core.maintenance import current_snapshot
-from my_data_platform.core.versioning import DEFAULT_BRANCH, VersionStore
+from my_data_platform.core.versioning import (
+    DEFAULT_BRANCH,
+    AuthenticationError,
+    BackendUnavailableError,
+    CommitConflictError,
+    HookFailedError,
+    MergeConflictError,
+    ProtectedBranchError,
+    VersioningError,
+    VersionStore,
+)
 from my_data_platform.core.warehouse import CATALOG_ALIAS
 from my_data_platform.defs.crashpoints import crash_point
 from my_data_platform.defs.datasets.lineage import (
@@ -150,7 +161,7 @@ def popularity_dataset(
     if not vs.uncommitted(branch):
         # identical to what main already holds: nothing to publish, main stays audited
         head = vs.branch_head(DEFAULT_BRANCH)
-        vs.delete_branch(branch)
+        deleted = _drop_run_branch(context, vs, branch)
         context.log.info("dataset unchanged; main stays at %s", head)
         tag = _ensure_tag(context, vs, head)
         yield dg.MaterializeResult(
@@ -160,26 +171,32 @@ def popularity_dataset(
                 "tag": tag,
                 "published": False,
                 "unchanged": True,
+                "branch_deleted": deleted,
                 "card": dg.MetadataValue.md(vs.get_object(head, D.CARD).decode()),
             }
         )
         return
-    commit = vs.commit(
-        branch,
-        f"popularity dataset from Dagster run {context.run.run_id}",
-        metadata={
-            "dagster_run_id": context.run.run_id,
-            "code_version": code_version(),
-            "examples": str(staged.height),
-            SNAPSHOT_METADATA: str(snapshot),
-            **{f"upstream:{k}": v for k, v in upstream.items()},
-        },
-    )
-    crash_point("dataset_commit.middle")
-    main_commit = vs.merge(branch, DEFAULT_BRANCH, message=f"publish {branch}")
+    step = "commit"
+    try:
+        commit = vs.commit(
+            branch,
+            f"popularity dataset from Dagster run {context.run.run_id}",
+            metadata={
+                "dagster_run_id": context.run.run_id,
+                "code_version": code_version(),
+                "examples": str(staged.height),
+                SNAPSHOT_METADATA: str(snapshot),
+                **{f"upstream:{k}": v for k, v in upstream.items()},
+            },
+        )
+        crash_point("dataset_commit.middle")
+        step = "merge"
+        main_commit = vs.merge(branch, DEFAULT_BRANCH, message=f"publish {branch}")
+    except PUBLISH_REFUSED as e:
+        _publish_refused(context, branch, step, e, base_md)
     crash_point("dataset_commit.end")
     tag = _ensure_tag(context, vs, main_commit)
-    vs.delete_branch(branch)
+    deleted = _drop_run_branch(context, vs, branch)
     context.log.info("published dataset commit %s (tag %s)", main_commit, tag)
     yield dg.MaterializeResult(
         metadata={
@@ -188,9 +205,78 @@ def popularity_dataset(
             "branch_commit": commit.id,
             "tag": tag,
             "published": True,
+            "branch_deleted": deleted,
             "card": dg.MetadataValue.md(vs.get_object(main_commit, D.CARD).decode()),
         }
     )
+
+
+PUBLISH_REFUSED = (
+    ProtectedBranchError,
+    HookFailedError,
+    CommitConflictError,
+    MergeConflictError,
+    BackendUnavailableError,
+)
+"""Why a commit or merge of an audited dataset can be refused. Each fails the run with the
+backend's reason and keeps the run branch, so the audited data can be published once the
+cause is fixed; anything else is a bug and propagates as is."""
+
+_WHAT_NEXT = {
+    ProtectedBranchError: "publish once the protection rules allow it",
+    HookFailedError: "fix what the hook reports and run again",
+    CommitConflictError: "make sure no other writer uses the branch, then run again",
+    MergeConflictError: "main changed the same files since the branch was made: run again",
+    AuthenticationError: "fix the lakeFS credentials or their policies, then run again",
+    BackendUnavailableError: "run again once the versioning backend is reachable",
+}
+
+
+def _publish_refused(
+    context: dg.AssetExecutionContext,
+    branch: str,
+    step: str,
+    error: VersioningError,
+    base_md: dict,
+) -> NoReturn:
+    """Fail the run with the backend's reason; main is untouched (a refused commit or merge
+    changes nothing) and the run branch is kept with the audited data, for debugging or to
+    publish by hand."""
+    kept = "staged" if step == "commit" else "committed"
+    # the first match: subclasses (AuthenticationError) come before their bases
+    what_next = next(v for k, v in _WHAT_NEXT.items() if isinstance(error, k))
+    md = {
+        **base_md,
+        "published": False,
+        "failed_step": step,
+        "error": type(error).__name__,
+        "reason": str(error),
+    }
+    if isinstance(error, HookFailedError):
+        md["hook_message"] = error.hook_message
+    if isinstance(error, MergeConflictError):
+        md["conflicting_paths"] = error.paths
+    context.log.error("dataset %s on branch %s refused: %s; main untouched", step, branch, error)
+    context.log_event(dg.AssetObservation(asset_key=KEY, metadata=md))
+    raise dg.Failure(
+        # the backend's reason last: a hook's output can run over several lines
+        description=f"dataset not published: the {step} was refused; main is untouched and "
+        f"branch {branch!r} is kept with the audited dataset {kept} on it ({what_next}). "
+        f"{error}",
+        metadata=md,
+    ) from error
+
+
+def _drop_run_branch(context: dg.AssetExecutionContext, vs: VersionStore, branch: str) -> bool:
+    """Delete the run branch once main holds its data. A backend that refuses the delete (a
+    pre-delete-branch hook, branch protection, a policy) does not undo a publish: warn and keep
+    the branch, rather than fail a run whose dataset is on main."""
+    try:
+        vs.delete_branch(branch)
+    except (ProtectedBranchError, HookFailedError, AuthenticationError) as e:
+        context.log.warning("run branch %s kept: deleting it was refused: %s", branch, e)
+        return False
+    return True
 
 
 def warehouse_snapshot(conn: duckdb.DuckDBPyConnection) -> int:
