@@ -129,5 +129,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
     def do_HEAD(self) -> None:
         self._handle("HEAD")

@@ -49,8 +49,8 @@ Not product code: no persistence guarantees, one process, HTTP basic auth only. 
 plumbing (responses, pagination, the request handler) is in :mod:`.lakefs_http`.
 
 Operations (spec operationIds): getRepository, createRepository, listBranches, createBranch,
-getBranch, deleteBranch, diffBranch, uploadObject (raw body), deleteObject, commit, getObject
-(Range), statObject, listObjects, logCommits, getCommit, diffRefs, mergeIntoBranch,
+getBranch, deleteBranch, diffBranch, uploadObject (raw or multipart), deleteObject, commit,
+getObject (Range), statObject, listObjects, logCommits, getCommit, diffRefs, mergeIntoBranch,
 findMergeBase, createTag, listTags, getTag, getBranchProtectionRules, setBranchProtectionRules.
 Other spec operations answer 501.
 """
@@ -69,6 +69,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -707,15 +709,28 @@ class LakeFSTestServer:
         diff = self._diff_json(changes, left, right)
         return json_response(200, page(diff, lambda d: d["path"], c.query))
 
+    @staticmethod
+    def _upload_content(c: Call) -> bytes:
+        """The object's bytes: the raw body, or the multipart form's ``content`` part (the
+        spec's two request bodies for uploadObject)."""
+        content_type = c.headers.get("Content-Type") or ""
+        if not content_type.startswith("multipart/"):
+            return c.body
+        head = f"Content-Type: {content_type}\r\n\r\n".encode()
+        form = BytesParser(policy=HTTP).parsebytes(head + c.body)
+        for part in form.iter_parts():
+            if part.get_param("name", header="content-disposition") == "content":
+                return part.get_payload(decode=True) or b""
+        raise HTTPError(400, "multipart upload without a 'content' part")
+
     def upload_object(self, c: Call) -> Response:
-        if c.headers.get("Content-Type", "").startswith("multipart/"):
-            raise HTTPError(400, "this test server only accepts raw uploads")
         path = self._path_param(c.query)
+        data = self._upload_content(c)
         store = self.store(c.repo)
         store.branch_head(c.params["branch"])
         if self._protected(c.repo, c.params["branch"]):
             raise HTTPError(403, WRITE_TO_PROTECTED)
-        entry = store.put_object(c.params["branch"], path, c.body)
+        entry = store.put_object(c.params["branch"], path, data)
         return json_response(201, self._stats_json(c.repo, entry))
 
     def delete_object(self, c: Call) -> Response:

@@ -163,6 +163,8 @@ def _describe(e: BaseException) -> str:
     """openapi-core nests the useful part (which field broke which rule) in causes and
     ``schema_errors``; flatten it into one line."""
     parts = [f"{type(e).__name__}: {e}".rstrip(": ")]
+    if "Header" in type(e).__name__ and getattr(e, "name", None):
+        parts[0] = f"{type(e).__name__}: header {e.name}: {e}".rstrip(": ")  # type: ignore[attr-defined]
     cur: BaseException | None = e
     seen = {id(e)}
     while cur is not None:
