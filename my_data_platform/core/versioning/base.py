@@ -23,6 +23,8 @@ DEFAULT_BRANCH = "main"
 # lakeFS accepts ``^\w[-\w]*$`` for branch ids; tags are looser but we keep one rule for both.
 _REF_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,255}$")
 _COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
+# lakeFS's repository ids (validator.ReValidRepositoryID; the API spec's RepositoryCreation.name)
+_LAKEFS_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 
 
 class VersioningError(RuntimeError):
@@ -212,6 +214,17 @@ def validate_ref_name(name: str, kind: str = "branch") -> str:
         )
     if _COMMIT_ID.fullmatch(name):
         raise InvalidNameError(f"invalid {kind} name {name!r}: it looks like a commit id")
+    return name
+
+
+def validate_lakefs_repository_name(name: str) -> str:
+    """lakeFS answers 400 to any other repository name; say which rule, before a request."""
+    if not isinstance(name, str) or not _LAKEFS_REPOSITORY.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid lakeFS repository name {name!r}: lakeFS requires 3-63 characters of "
+            "lowercase letters, digits and '-', starting with a letter or digit "
+            f"({_LAKEFS_REPOSITORY.pattern})"
+        )
     return name
 
 

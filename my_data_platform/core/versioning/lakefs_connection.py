@@ -47,7 +47,7 @@ from my_data_platform.core.versioning.base import (
     RefNotFoundError,
     UncommittedChangesError,
     VersioningError,
-    validate_ref_name,
+    validate_lakefs_repository_name,
 )
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class LakeFSConnection:
                 f"lakeFS credentials missing (set {ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY})"
             )
         self.endpoint = _public_endpoint(endpoint)
-        self.repository = validate_ref_name(repository, "repository")
+        self.repository = validate_lakefs_repository_name(repository)
         self.storage_namespace = storage_namespace
         self.max_retries = max_retries
         self.backoff_base = backoff_base

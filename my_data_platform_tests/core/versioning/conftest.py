@@ -15,7 +15,11 @@ BACKENDS = ["embedded", "lakefs"]
 
 @pytest.fixture
 def lakefs_server(tmp_path: Path) -> Iterator[LakeFSTestServer]:
-    """A fresh lakeFS API test server on 127.0.0.1 (random port) per test."""
+    """A fresh lakeFS API test server on 127.0.0.1 (random port) per test.
+
+    Its traffic is checked against the vendored lakeFS spec; leaving the ``with`` block fails
+    the test if any request or response did not match (see ``LakeFSTestServer.assert_clean``).
+    """
     with LakeFSTestServer(tmp_path / "lakefs-server") as server:
         yield server
 

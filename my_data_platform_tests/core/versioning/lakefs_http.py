@@ -11,7 +11,13 @@ if TYPE_CHECKING:
     from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
 
 
+DEFAULT_PER_PAGE = 100  # lakeFS's DefaultPerPage
+MAX_PER_PAGE = 1000  # lakeFS's DefaultMaxPerPage
+
+
 class HTTPError(Exception):
+    """Answer ``status`` with lakeFS's error body, ``{"message": message}``."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -36,12 +42,24 @@ def json_response(status: int, obj: Any) -> Response:
     return Response(status, json.dumps(obj).encode())
 
 
+def page_amount(query: dict[str, str]) -> int:
+    """lakeFS's ``paginationAmount``: absent or <= 0 means 100, above 1000 means 1000.
+
+    (Real lakeFS's request validator already answers 400 for ``amount`` outside the spec's
+    [-1, 1000]; this is the controller's own rule for what gets through, e.g. 0.)"""
+    raw = query.get("amount")
+    amount = int(raw) if raw not in (None, "") else DEFAULT_PER_PAGE
+    if amount > MAX_PER_PAGE:
+        return MAX_PER_PAGE
+    if amount <= 0:
+        return DEFAULT_PER_PAGE
+    return amount
+
+
 def page(items: list[Any], key: Callable[[Any], str], query: dict[str, str]) -> dict[str, Any]:
-    """lakeFS pagination: ``after`` is exclusive, ``amount`` defaults to 100, max 1000."""
+    """lakeFS pagination: ``after`` is exclusive, ``amount`` as :func:`page_amount`."""
     after = query.get("after", "")
-    amount = min(int(query.get("amount") or 100), 1000)
-    if amount < 0:
-        amount = 1000
+    amount = page_amount(query)
     start = 0
     if after:
         keys = [key(i) for i in items]
@@ -53,7 +71,7 @@ def page(items: list[Any], key: Callable[[Any], str], query: dict[str, str]) -> 
             "has_more": has_more,
             "next_offset": key(chunk[-1]) if (chunk and has_more) else "",
             "results": len(chunk),
-            "max_per_page": 1000,
+            "max_per_page": MAX_PER_PAGE,
         },
         "results": chunk,
     }
@@ -84,7 +102,11 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         body = self._read_body()
-        resp = self.owner.dispatch(method, self.path, self.headers, body)
+        try:
+            resp = self.owner.dispatch(method, self.path, self.headers, body)
+        except Exception as e:  # a bug in the test server: say so instead of dropping the line
+            self.owner.server_errors.append(f"{method} {self.path}: {type(e).__name__}: {e}")
+            resp = json_response(500, {"message": f"test server error: {type(e).__name__}: {e}"})
         self.send_response(resp.status)
         if resp.body or resp.status not in (204, 304):
             self.send_header("Content-Type", resp.content_type)
@@ -106,6 +128,9 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
 
     def do_HEAD(self) -> None:
         self._handle("HEAD")
