@@ -204,14 +204,6 @@ def maintain(
         if config.failed_branch_retention_days is not None
         else s.failed_branch_retention_days
     )
-    versions = maintain_versions(
-        vs,
-        failed_retention=dt.timedelta(days=failed_days),
-        grace=grace,
-        protect=active_run_ids(context.instance),
-        log=context.log,
-    )
-
     with warehouse.writing(), warehouse.connect() as conn:
         wh: WarehouseMaintenance = maintain_warehouse(
             conn,
@@ -227,6 +219,15 @@ def maintain(
         store.delete(o.key)
     temps = stale_temp_files([s.data_dir], grace_s=grace.total_seconds())
     temp_bytes = _remove(temps)
+    # last: a store that names a missing record fails the step loudly (nothing is collected),
+    # after the warehouse, lake and temp housekeeping is done
+    versions = maintain_versions(
+        vs,
+        failed_retention=dt.timedelta(days=failed_days),
+        grace=grace,
+        protect=active_run_ids(context.instance),
+        log=context.log,
+    )
     lake_bytes = sum(o.size for o in leftovers)
     total = wh.bytes_reclaimed + lake_bytes + temp_bytes + versions.bytes_reclaimed
     ret = versions.retention

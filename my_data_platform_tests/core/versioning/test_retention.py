@@ -302,3 +302,37 @@ def test_gc_keeps_a_blob_written_but_not_yet_staged(local: LocalVersionStore) ->
     old = time.time() - 120
     os.utime(path, (old, old))
     assert local.collect_garbage(grace_s=60).objects_deleted == 1 and not path.exists()
+
+
+def test_maintenance_postpones_gc_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    """A long write holding the repository lock postpones the collection (reported), it does
+    not fail the weekly housekeeping."""
+    import logging
+    import threading
+
+    from my_data_platform.defs.maintenance.assets import maintain_versions
+
+    s = LocalVersionStore(tmp_path / "store", "datasets", lock_timeout=0.2, durable=False)
+    s.create_repository()
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with s._locked():
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert held.wait(5)
+        report = maintain_versions(
+            s, failed_retention=DAY, grace=HOUR, protect=[], log=logging.getLogger(__name__)
+        )
+    finally:
+        release.set()
+        t.join()
+    assert report.gc.startswith("postponed") and report.bytes_reclaimed == 0
+    done = maintain_versions(
+        s, failed_retention=DAY, grace=HOUR, protect=[], log=logging.getLogger(__name__)
+    )
+    assert done.gc == "embedded store"

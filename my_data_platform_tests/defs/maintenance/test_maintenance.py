@@ -256,11 +256,6 @@ def test_model_reproducible_after_branch_retention_and_gc(world) -> None:
     assert report["versioning_objects_deleted"] == 3
     assert report["versioning_bytes_reclaimed"] == sum(collectable.values())
     assert report["bytes_reclaimed"] >= report["versioning_bytes_reclaimed"]
-    print(
-        f"versioning GC: {report['versioning_files_deleted']} files, "
-        f"{report['versioning_objects_deleted']} objects, "
-        f"{report['versioning_bytes_reclaimed']} bytes"
-    )
     assert vs.list_branches() == ["analysis", "main"] and vs.list_tags() == tags
     assert _store_files(root) == before  # exactly the leftovers' own data is gone
     assert vs.check_consistency() == []  # type: ignore[attr-defined]
