@@ -268,9 +268,5 @@ class GarbageCollection:
 
     @property
     def files_deleted(self) -> int:
-        return (
-            self.objects_deleted
-            + self.trees_deleted
-            + self.commits_deleted
-            + (self.staging_deleted)
-        )
+        kinds = (self.objects_deleted, self.trees_deleted, self.commits_deleted)
+        return sum(kinds) + self.staging_deleted

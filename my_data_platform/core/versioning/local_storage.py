@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -50,6 +51,8 @@ def _load_syncfs() -> Any:
 
 
 _syncfs = _load_syncfs()
+
+_STAGING_ID = re.compile(r"[0-9a-f]{32}")
 
 # path -> (sha256, size); a staged value of None is a deletion (tombstone)
 Tree = dict[str, tuple[str, int]]
@@ -436,8 +439,9 @@ class LocalStorage:
         return commits, trees, objects, staging
 
     def _stored(self, kind: str) -> Iterator[tuple[str, Path, os.stat_result]]:
-        """(id, path, stat) of every record of ``kind`` (objects/trees/commits) on disk; temp
-        files of interrupted writes are left to the data dir's temp-file sweep."""
+        """(id, path, stat) of every record of ``kind`` (objects/trees/commits) on disk. Only
+        regular files named by a sha256 are records: temp files of interrupted writes are
+        left to the data dir's temp-file sweep, and anything else is not the store's."""
         suffix = "" if kind == "objects" else ".json"
         base = self.path / kind
         for fan in sorted(base.iterdir()) if base.is_dir() else ():
@@ -445,13 +449,16 @@ class LocalStorage:
                 continue
             for entry in os.scandir(fan):
                 name = entry.name
-                if name.startswith(TEMP_PREFIX) or not name.endswith(suffix):
+                rid = fan.name + name[: len(name) - len(suffix)]
+                if not name.endswith(suffix) or not looks_like_commit_id(rid):
                     continue
                 try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                yield fan.name + name[: len(name) - len(suffix)], Path(entry.path), st
+                yield rid, Path(entry.path), st
 
     def _collect_garbage(self, *, grace_s: float, now: float | None) -> GarbageCollection:
         """The collection itself; the caller holds the lock (see ``collect_garbage``)."""
@@ -464,7 +471,8 @@ class LocalStorage:
         for kind, live in (("commits", commits), ("trees", trees), ("objects", objects)):
             candidates += [(kind, p, st) for i, p, st in self._stored(kind) if i not in live]
         for p in sorted((self.path / "staging").glob("*.jsonl")):
-            if p.stem not in staging:
+            # staging ids are uuid4 hex; a file named otherwise is not the store's
+            if _STAGING_ID.fullmatch(p.stem) and p.stem not in staging and p.is_file():
                 with contextlib.suppress(FileNotFoundError):
                     candidates.append(("staging", p, p.lstat()))
         # commits first, then trees, then objects: an id that still resolves still reads

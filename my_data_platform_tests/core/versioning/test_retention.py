@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -216,7 +217,7 @@ def test_gc_frees_exactly_what_a_deleted_branch_referenced(local: LocalVersionSt
 
 def test_gc_collects_orphan_staging_areas(local: LocalVersionStore) -> None:
     """A kill between a ref swap and its staging cleanup leaves a staging file no ref names."""
-    orphan = local.path / "staging" / "0123abcd.jsonl"
+    orphan = local.path / "staging" / f"{uuid.uuid4().hex}.jsonl"
     orphan.write_bytes(b'{"h":null,"p":"x"}\n')
     gc = local.collect_garbage(grace_s=0)
     assert gc.staging_deleted == 1 and not orphan.exists()
@@ -336,3 +337,27 @@ def test_maintenance_postpones_gc_while_a_writer_holds_the_lock(tmp_path: Path) 
         s, failed_retention=DAY, grace=HOUR, protect=[], log=logging.getLogger(__name__)
     )
     assert done.gc == "embedded store"
+
+
+def test_gc_touches_only_the_stores_own_records(local: LocalVersionStore) -> None:
+    """Files in the store's folders that are not content-addressed records (a README, a
+    folder, a link to a file outside) are not the store's to delete."""
+    outside = local.root / "outside.txt"
+    outside.write_bytes(b"precious")
+    fan = local.path / "objects" / "ab"
+    fan.mkdir(exist_ok=True)
+    strangers = [
+        fan / "README",
+        local.path / "trees" / "notes.txt",
+        fan / ("c" * 62 + ".bak"),
+        local.path / "staging" / "notes.jsonl",
+    ]
+    for p in strangers:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"not a record")
+    (fan / ("d" * 62)).mkdir()  # a folder named like an object
+    (fan / ("e" * 62)).symlink_to(outside)  # a link named like an object
+    gc = local.collect_garbage(grace_s=0)
+    assert gc.files_deleted == 0
+    assert all(p.exists() for p in strangers) and (fan / ("d" * 62)).is_dir()
+    assert outside.read_bytes() == b"precious" and (fan / ("e" * 62)).is_symlink()
