@@ -76,7 +76,10 @@ def test_branch_retention(store: VersionStore) -> None:
     store.create_branch(merged)
     store.put_object(merged, "data/x.txt", b"x")
     store.commit(merged, "publish")
-    store.merge(merged, "main")
+    store.put_object("main", "data/other.txt", b"o")  # main moved on: a real merge commit
+    store.commit("main", "meanwhile")
+    merge_commit = store.merge(merged, "main")
+    assert store.get_commit(merge_commit).parents[1] == store.branch_head(merged)
     store.create_tag("popularity-x", "main")
 
     failed = _run_branch("bbbbbbbb", now - 3 * DAY)  # audit failed: staged, uncommitted
