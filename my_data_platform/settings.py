@@ -85,6 +85,8 @@ class Settings:
     warehouse_snapshot_retention_days: float = 7.0
     maintenance_grace_s: float = 3600.0
     maintenance_cron: str = "0 4 * * 0"
+    # dataset branch retention (docs/maintenance.md): failed-audit run branches kept this long
+    failed_branch_retention_days: float = 14.0
     # Crash safety (test-only, docs/ingest.md): a named crash point to die at by SIGKILL.
     crash_at: tuple[str, int] | None = None
 
@@ -249,6 +251,8 @@ def get_settings() -> Settings:
         ),
         maintenance_grace_s=max(60.0, _float("MDP_MAINTENANCE_GRACE_S", 3600.0) or 0.0),
         maintenance_cron=_cron("MDP_MAINTENANCE_CRON", "0 4 * * 0"),
+        # dataset branch retention
+        failed_branch_retention_days=_float("MDP_FAILED_BRANCH_RETENTION_DAYS", 14.0) or 0.0,
         # Crash safety (test-only)
         crash_at=_crash_at("MDP_CRASH_AT"),
     )

@@ -19,9 +19,17 @@ def maintenance(
         float | None,
         typer.Option(help="Leave temp and unreferenced files younger than this many seconds."),
     ] = None,
+    failed_branch_retention_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Remove dataset run branches of failed audits idle longer than this "
+            "(default: the setting)."
+        ),
+    ] = None,
 ) -> None:
     """Expire old warehouse snapshots (never a published dataset's), delete unreferenced
-    files and stale temp files, and print what was reclaimed (docs/maintenance.md)."""
+    files and stale temp files, remove merged and expired dataset run branches, collect the
+    dataset store's garbage, and print what was reclaimed (docs/maintenance.md)."""
     from my_data_platform.runner import get_instance, load_definitions
 
     require_data_dir()
@@ -30,6 +38,8 @@ def maintenance(
         config["snapshot_retention_days"] = retention_days
     if grace_s is not None:
         config["grace_s"] = grace_s
+    if failed_branch_retention_days is not None:
+        config["failed_branch_retention_days"] = failed_branch_retention_days
     job = load_definitions().get_job_def("maintenance_job")
     result = job.execute_in_process(
         run_config={"ops": {"maintain": {"config": config}}},

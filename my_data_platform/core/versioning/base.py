@@ -333,3 +333,37 @@ class VersionStore(ABC):
     @abstractmethod
     def diff(self, left_ref: str, right_ref: str) -> list[Change]:
         """What changes from ``left_ref`` to ``right_ref`` (committed states), sorted by path."""
+
+    # retention and garbage collection (issue 17; docs/maintenance.md) ------------------------
+    @abstractmethod
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether the commit ``ancestor`` resolves to is reachable from ``descendant`` (a ref
+        is its own ancestor). Branch retention asks it to tell a merged run branch (its head
+        is in ``main``'s history) from one whose commits exist nowhere else."""
+
+    def collect_garbage(self, *, grace_s: float) -> GarbageCollection | None:
+        """Delete stored data nothing references any more (no branch head, tag or staging
+        area reaches it) and that is older than ``grace_s`` seconds; ``None`` where the
+        backend collects its own garbage (lakeFS runs GC as its own job)."""
+        return None
+
+
+@dataclass(frozen=True)
+class GarbageCollection:
+    """What one garbage collection of a version store removed."""
+
+    objects_deleted: int = 0
+    """Object contents (blobs) deleted."""
+    trees_deleted: int = 0
+    commits_deleted: int = 0
+    staging_deleted: int = 0
+    """Staging areas no branch points to (a crash between a ref swap and its cleanup)."""
+    bytes_reclaimed: int = 0
+    """Bytes of every file deleted, of all four kinds."""
+    kept_young: int = 0
+    """Unreferenced files left alone because they are younger than the grace period."""
+
+    @property
+    def files_deleted(self) -> int:
+        kinds = (self.objects_deleted, self.trees_deleted, self.commits_deleted)
+        return sum(kinds) + self.staging_deleted

@@ -404,3 +404,32 @@ class LakeFSVersionStore(LakeFSConnection, VersionStore):
     def diff(self, left_ref: str, right_ref: str) -> list[Change]:
         # resolve first: a branch name must mean its head commit, not its staging area
         return changes_from(self._diff_raw(self.resolve_ref(left_ref), self.resolve_ref(right_ref)))
+
+    # ---------------------------------------------------------------- retention & GC (issue 17)
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """lakeFS's merge base of the two: ``ancestor`` is in ``descendant``'s history exactly
+        when it is their merge base. One request, however long the history. The API names
+        the second ref ``destinationBranch``; where a server refuses a commit id there (or
+        finds no merge base), the answer comes from ``descendant``'s log instead."""
+        target = self.resolve_ref(ancestor)
+        if target == self.resolve_ref(descendant):
+            return True
+        sdk = self._client.sdk_client
+
+        def none(e: ServerException) -> Exception | None:
+            return Absent() if isinstance(e, NotFoundException) else None
+
+        try:
+            mb = self._call(
+                f"find merge base of {ancestor!r} and {descendant!r}",
+                lambda: sdk.refs_api.find_merge_base(self.repository, target, descendant),
+                on_error=none,
+            )
+        except Absent:
+            return any(c.id == target for c in self.log(descendant, limit=100_000))
+        return mb.base_commit_id == target
+
+    def collect_garbage(self, *, grace_s: float) -> None:
+        """lakeFS deletes unreferenced data with its own garbage-collection job (a Spark job
+        run outside lakeFS, under the repository's GC rules); docs/maintenance.md."""
+        return None

@@ -12,7 +12,9 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -29,9 +31,11 @@ from my_data_platform.core.fsutil import (
 from my_data_platform.core.versioning.base import (
     DEFAULT_BRANCH,
     Commit,
+    GarbageCollection,
     InvalidNameError,
     LockTimeoutError,
     RefNotFoundError,
+    VersioningError,
     looks_like_commit_id,
     validate_ref_name,
 )
@@ -47,6 +51,8 @@ def _load_syncfs() -> Any:
 
 
 _syncfs = _load_syncfs()
+
+_STAGING_ID = re.compile(r"[0-9a-f]{32}")
 
 # path -> (sha256, size); a staged value of None is a deletion (tombstone)
 Tree = dict[str, tuple[str, int]]
@@ -386,3 +392,105 @@ class LocalStorage:
                     elif verify_content and sha256_hex(opath.read_bytes()) != sha:
                         problems.append(f"{label}: object {path!r} content is corrupt")
         return problems
+
+    # ---------------------------------------------------------------- garbage collection
+    def _reachable(self) -> tuple[set[str], set[str], set[str], set[str]]:
+        """(commits, trees, objects, staging ids) that a branch head, a tag or a staging area
+        reaches. Raises :class:`VersioningError` on anything it cannot read: what a missing
+        commit's parents reach is unknown, so nothing may be collected then."""
+        commits: set[str] = set()
+        trees: set[str] = set()
+        objects: set[str] = set()
+        staging: set[str] = set()
+        roots: list[str] = []
+        for p in sorted((self.path / "refs" / "heads").glob("*.json")):
+            try:
+                head = json.loads(p.read_bytes())
+                roots.append(head["commit"])
+                staging.add(head["staging"])
+            except (ValueError, KeyError, OSError) as e:
+                raise VersioningError(
+                    f"branch ref {p.name} unreadable ({e}); nothing collected"
+                ) from None
+            objects.update(v[0] for v in self._read_staging(head["staging"]).values() if v)
+        for p in sorted((self.path / "refs" / "tags").iterdir()):
+            if not p.name.startswith(TEMP_PREFIX):
+                roots.append(p.read_text().strip())
+        stack = roots
+        while stack:
+            cid = stack.pop()
+            if cid in commits:
+                continue
+            try:
+                raw = json.loads(self._commit_path(cid).read_bytes())
+                tid, parents = raw["tree"], raw["parents"]
+            except (ValueError, KeyError, OSError) as e:
+                raise VersioningError(f"commit {cid} unreadable ({e}); nothing collected") from None
+            commits.add(cid)
+            stack.extend(parents)
+            if tid in trees:
+                continue
+            try:
+                entries = json.loads(self._tree_path(tid).read_bytes())["entries"]
+            except (ValueError, KeyError, OSError) as e:
+                raise VersioningError(f"tree {tid} unreadable ({e}); nothing collected") from None
+            trees.add(tid)
+            objects.update(sha for sha, _size in entries.values())
+        return commits, trees, objects, staging
+
+    def _stored(self, kind: str) -> Iterator[tuple[str, Path, os.stat_result]]:
+        """(id, path, stat) of every record of ``kind`` (objects/trees/commits) on disk. Only
+        regular files named by a sha256 are records: temp files of interrupted writes are
+        left to the data dir's temp-file sweep, and anything else is not the store's."""
+        suffix = "" if kind == "objects" else ".json"
+        base = self.path / kind
+        for fan in sorted(base.iterdir()) if base.is_dir() else ():
+            if not fan.is_dir() or len(fan.name) != 2:
+                continue
+            for entry in os.scandir(fan):
+                name = entry.name
+                rid = fan.name + name[: len(name) - len(suffix)]
+                if not name.endswith(suffix) or not looks_like_commit_id(rid):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield rid, Path(entry.path), st
+
+    def _collect_garbage(self, *, grace_s: float, now: float | None) -> GarbageCollection:
+        """The collection itself; the caller holds the lock (see ``collect_garbage``)."""
+        now = time.time() if now is None else now
+        commits, trees, objects, staging = self._reachable()
+        counts = {"commits": 0, "trees": 0, "objects": 0, "staging": 0}
+        freed = 0
+        young = 0
+        candidates: list[tuple[str, Path, os.stat_result]] = []
+        for kind, live in (("commits", commits), ("trees", trees), ("objects", objects)):
+            candidates += [(kind, p, st) for i, p, st in self._stored(kind) if i not in live]
+        for p in sorted((self.path / "staging").glob("*.jsonl")):
+            # staging ids are uuid4 hex; a file named otherwise is not the store's
+            if _STAGING_ID.fullmatch(p.stem) and p.stem not in staging and p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    candidates.append(("staging", p, p.lstat()))
+        # commits first, then trees, then objects: an id that still resolves still reads
+        for kind, path, st in candidates:
+            if now - st.st_mtime < grace_s:
+                young += 1
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            counts[kind] += 1
+            freed += st.st_size
+        return GarbageCollection(
+            objects_deleted=counts["objects"],
+            trees_deleted=counts["trees"],
+            commits_deleted=counts["commits"],
+            staging_deleted=counts["staging"],
+            bytes_reclaimed=freed,
+            kept_young=young,
+        )

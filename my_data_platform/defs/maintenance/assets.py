@@ -1,4 +1,5 @@
-"""Weekly housekeeping: warehouse snapshots and files, lake leftovers and temp files.
+"""Weekly housekeeping: warehouse snapshots and files, lake leftovers, temp files, and the
+dataset version store (run-branch retention, and garbage collection of the embedded store).
 
 ``maintenance_job`` runs on ``maintenance_schedule`` (``MDP_MAINTENANCE_CRON``, weekly) and by
 hand (Launchpad, or ``mdp maintenance``). It holds the warehouse writer lock, so it never runs
@@ -9,7 +10,9 @@ import datetime as dt
 import re
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -20,6 +23,8 @@ from my_data_platform.core.maintenance import (
 )
 from my_data_platform.core.objectstore import ObjectInfo, ObjectStore
 from my_data_platform.core.versioning import DEFAULT_BRANCH, VersionStore
+from my_data_platform.core.versioning.base import LockTimeoutError
+from my_data_platform.core.versioning.retention import RetentionReport, apply_branch_retention
 from my_data_platform.core.warehouse import CATALOG_ALIAS
 from my_data_platform.defs.datasets.assets import SNAPSHOT_METADATA
 from my_data_platform.defs.datasets.resources import VersioningResource
@@ -44,6 +49,9 @@ class MaintenanceConfig(dg.Config):
     """Leave temp and unreferenced files younger than this; default ``MDP_MAINTENANCE_GRACE_S``."""
     merge_small_files: bool = True
     """Merge adjacent small warehouse files (``ducklake_merge_adjacent_files``)."""
+    failed_branch_retention_days: float | None = None
+    """Keep dataset run branches of failed audits this many days after their last activity;
+    default ``MDP_FAILED_BRANCH_RETENTION_DAYS``."""
 
 
 def dataset_snapshots(vs: VersionStore, *, limit: int = 10_000) -> set[int]:
@@ -101,12 +109,71 @@ def _remove(paths: Iterable[tuple[Path, int]]) -> int:
     return freed
 
 
+_ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def active_run_ids(instance: dg.DagsterInstance) -> list[str]:
+    """Runs that may still be writing a dataset run branch (named by their id's prefix)."""
+    return [
+        r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=_ACTIVE_RUN_STATUSES))
+    ]
+
+
+@dataclass
+class VersioningMaintenance:
+    """Branch retention on any backend, and the embedded store's garbage collection."""
+
+    retention: RetentionReport
+    objects_deleted: int = 0
+    files_deleted: int = 0
+    bytes_reclaimed: int = 0
+    gc: str = "embedded store"
+    """Who collected the garbage: ``embedded store``, ``lakeFS`` (its own GC job) or why not."""
+
+
+def maintain_versions(
+    vs: VersionStore,
+    *,
+    failed_retention: dt.timedelta,
+    grace: dt.timedelta,
+    protect: list[str],
+    log: Any,
+) -> VersioningMaintenance:
+    """Remove merged and expired run branches first, so the garbage collection that follows
+    frees what only they referenced. A lock held by a long write postpones the collection to
+    the next pass (a warning), it does not fail the housekeeping."""
+    retention = apply_branch_retention(
+        vs, failed_retention=failed_retention, grace=grace, protect=protect
+    )
+    report = VersioningMaintenance(retention)
+    try:
+        gc = vs.collect_garbage(grace_s=grace.total_seconds())
+    except LockTimeoutError as e:
+        log.warning("dataset store garbage collection postponed: %s", e)
+        report.gc = f"postponed: {e}"
+        return report
+    if gc is None:
+        report.gc = "lakeFS (its own garbage-collection job; docs/maintenance.md)"
+    else:
+        report.objects_deleted = gc.objects_deleted
+        report.files_deleted = gc.files_deleted
+        report.bytes_reclaimed = gc.bytes_reclaimed
+    return report
+
+
 @dg.op(
     description=(
         "Merges small warehouse files, expires warehouse snapshots past the retention (keeping "
         "every snapshot a published dataset was built from), deletes files no snapshot "
-        "references, lake objects no day references and stale temp files. Reports bytes "
-        "reclaimed."
+        "references, lake objects no day references and stale temp files; removes merged and "
+        "expired dataset run branches and collects the embedded version store's garbage. "
+        "Reports bytes reclaimed."
     ),
     tags={"dagster/concurrency_key": "warehouse_maintenance"},
 )
@@ -132,7 +199,11 @@ def maintain(
     store = object_store.get_store()
     vs = versioning.get_store()
     keep = dataset_snapshots(vs) if vs.repository_exists() else set()
-
+    failed_days = (
+        config.failed_branch_retention_days
+        if config.failed_branch_retention_days is not None
+        else s.failed_branch_retention_days
+    )
     with warehouse.writing(), warehouse.connect() as conn:
         wh: WarehouseMaintenance = maintain_warehouse(
             conn,
@@ -148,13 +219,26 @@ def maintain(
         store.delete(o.key)
     temps = stale_temp_files([s.data_dir], grace_s=grace.total_seconds())
     temp_bytes = _remove(temps)
+    # last: a store that names a missing record fails the step loudly (nothing is collected),
+    # after the warehouse, lake and temp housekeeping is done
+    versions = maintain_versions(
+        vs,
+        failed_retention=dt.timedelta(days=failed_days),
+        grace=grace,
+        protect=active_run_ids(context.instance),
+        log=context.log,
+    )
     lake_bytes = sum(o.size for o in leftovers)
-    total = wh.bytes_reclaimed + lake_bytes + temp_bytes
+    total = wh.bytes_reclaimed + lake_bytes + temp_bytes + versions.bytes_reclaimed
+    ret = versions.retention
     context.log.info(
         "reclaimed %d bytes: warehouse %d (%d snapshots expired, %d kept for datasets), "
-        "lake leftovers %d (%d objects), temp files %d (%d)",
+        "lake leftovers %d (%d objects), temp files %d (%d), dataset versions %d (%d objects; "
+        "branches removed: %d merged, %d expired failed; %d failed kept)",
         total, wh.bytes_reclaimed, len(wh.snapshots_expired), len(wh.snapshots_kept_for_datasets),
-        lake_bytes, len(leftovers), temp_bytes, len(temps),
+        lake_bytes, len(leftovers), temp_bytes, len(temps), versions.bytes_reclaimed,
+        versions.objects_deleted, len(ret.removed_merged), len(ret.removed_expired),
+        len(ret.kept_failed),
     )  # fmt: skip
     return dg.Output(
         None,
@@ -175,12 +259,31 @@ def maintain(
             "temp_files_deleted": len(temps),
             "temp_bytes_reclaimed": temp_bytes,
             "retention_days": retention.total_seconds() / 86400,
+            "branches_removed": len(ret.removed_merged) + len(ret.removed_expired),
+            "branches_removed_merged": len(ret.removed_merged),
+            "branches_removed_expired": len(ret.removed_expired),
+            "branches_kept_failed": len(ret.kept_failed),
+            "branches_in_progress": len(ret.in_progress),
+            "branch_retention": dg.MetadataValue.json(
+                [
+                    {"branch": d.branch, "status": d.status, "action": d.action, "why": d.reason}
+                    for d in ret.decisions
+                ]
+            ),
+            "failed_branch_retention_days": failed_days,
+            "versioning_objects_deleted": versions.objects_deleted,
+            "versioning_files_deleted": versions.files_deleted,
+            "versioning_bytes_reclaimed": versions.bytes_reclaimed,
+            "versioning_gc": versions.gc,
         },
     )
 
 
 @dg.job(
-    description="Warehouse and lake housekeeping (docs/maintenance.md); weekly, or by hand.",
+    description=(
+        "Warehouse, lake and dataset-version housekeeping (docs/maintenance.md); weekly, or "
+        "by hand."
+    ),
     tags={"mdp/source": "maintenance"},
 )
 def maintenance_job():

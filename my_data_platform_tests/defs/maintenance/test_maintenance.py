@@ -1,19 +1,25 @@
 """The maintenance job on a real pipeline world: it reclaims the bytes of superseded warehouse
 files, lake leftovers and stale temp files, keeps the snapshot a published dataset was built
-from (time travel to it still works), and a second pass finds nothing more to do."""
+from (time travel to it still works), and a second pass finds nothing more to do. It removes
+the dataset run branches write-audit-publish leaves behind and collects what only they
+referenced, and a model trained on the oldest published dataset still reproduces after it."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from my_data_platform.core import datasets as D
+from my_data_platform.core import model_registry as R
 from my_data_platform.core.warehouse import CATALOG_ALIAS, WarehouseLocation, connect
 from my_data_platform.defs.datasets.assets import SNAPSHOT_METADATA
 from my_data_platform.defs.datasets.resources import version_store_from_settings
@@ -159,6 +165,8 @@ def test_mdp_maintenance_prints_the_report(world) -> None:
     result = CliRunner().invoke(app, ["maintenance", "--retention-days", "7"])
     assert result.exit_code == 0, result.output
     assert '"bytes_reclaimed"' in result.output and '"snapshots_expired": 0' in result.output
+    for key in ("branches_removed", "branches_kept_failed", "versioning_bytes_reclaimed"):
+        assert f'"{key}"' in result.output
 
 
 def test_weekly_schedule(world) -> None:
@@ -167,3 +175,94 @@ def test_weekly_schedule(world) -> None:
     assert schedule.job_name == "maintenance_job"
     _minute, _hour, dom, month, dow = schedule.cron_schedule.split()
     assert (dom, month) == ("*", "*") and dow.isdigit()  # once a week
+
+
+def _store_files(root: Path) -> dict[str, int]:
+    """The embedded version store's record files (objects, trees, commits, staging areas)."""
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for kind in ("objects", "trees", "commits", "staging")
+        for p in (root / kind).rglob("*")
+        if p.is_file()
+    }
+
+
+def test_model_reproducible_after_branch_retention_and_gc(world) -> None:
+    """Issue 17 item 6: two published dataset versions, a model trained on the older one, the
+    leftovers of killed and failed runs; maintenance with no retention and no grace removes
+    the leftovers and their data, and retraining from the model's manifest still matches."""
+    from my_data_platform.cli.main import app
+
+    _data, instance, defs = world
+    vs = version_store_from_settings()
+    # a second published version: photos re-read (a new upstream version), dataset republished
+    assert run_step(defs, instance, "photos", []).success
+    assert run_step(defs, instance, "dataset", []).success
+    tags = vs.list_tags()
+    assert len(set(tags.values())) >= 2, tags
+    oldest_tag = min(tags, key=lambda t: vs.get_commit(tags[t]).created_at)
+    oldest = tags[oldest_tag]
+    assert oldest != vs.branch_head("main")
+
+    trained = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey(["training", "popularity_model"])],
+        run_config={
+            "ops": {
+                "training__popularity_model": {
+                    "config": {"dataset_commit": oldest_tag, "epochs": 2}
+                }
+            }
+        },
+    )
+    assert trained.success
+    uri = (
+        trained.asset_materializations_for_node("training__popularity_model")[0]
+        .metadata["manifest_uri"]
+        .value
+    )
+    assert R.read_manifest(object_store_from_settings(), uri)["dataset_commit"] == oldest
+
+    # a user's own branch (kept), then what killed and failed runs leave behind (removed)
+    vs.create_branch("analysis")
+    vs.put_object("analysis", "notes/mine.txt", b"mine")
+    vs.commit("analysis", "my notes")
+    root = vs.path  # type: ignore[attr-defined]
+    before = _store_files(root)
+    stamp = f"{dt.datetime.now(dt.UTC) - dt.timedelta(days=30):%Y%m%d%H%M%S}"
+    merged = f"run-0000aaaa-{stamp}"  # killed between its merge and its branch delete
+    vs.create_branch(merged, oldest_tag)
+    failed = f"run-0000bbbb-{stamp}"  # audit failed: the objects stay staged
+    vs.create_branch(failed)
+    vs.put_objects(failed, {D.EXAMPLES: b"not parquet " * 200, D.CARD: b"# failed card\n"})
+    unmerged = f"run-0000cccc-{stamp}"  # killed after its commit, before the merge
+    vs.create_branch(unmerged)
+    vs.put_object(unmerged, D.CARD, b"# a card main never saw\n" * 10)
+    vs.commit(unmerged, "never merged")
+    added = {p: n for p, n in _store_files(root).items() if p not in before}
+    collectable = {p: n for p, n in added.items() if not p.startswith("staging/")}
+    assert sum(p.startswith("objects/") for p in added) == 3
+
+    report = _maintain(
+        defs,
+        instance,
+        snapshot_retention_days=0,
+        grace_s=0,
+        failed_branch_retention_days=0,
+        merge_small_files=False,
+    )
+    assert (report["branches_removed_merged"], report["branches_removed_expired"]) == (1, 2)
+    assert report["branches_removed"] == 3 and report["branches_kept_failed"] == 0
+    assert report["versioning_objects_deleted"] == 3
+    assert report["versioning_bytes_reclaimed"] == sum(collectable.values())
+    assert report["bytes_reclaimed"] >= report["versioning_bytes_reclaimed"]
+    assert vs.list_branches() == ["analysis", "main"] and vs.list_tags() == tags
+    assert _store_files(root) == before  # exactly the leftovers' own data is gone
+    assert vs.check_consistency() == []  # type: ignore[attr-defined]
+    assert vs.get_object("analysis", "notes/mine.txt") == b"mine"
+
+    result = CliRunner().invoke(app, ["train", "--reproduce", uri, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["dataset_commit"] == oldest
+    assert again["reproduction"]["matches"] is True, again["reproduction"]
