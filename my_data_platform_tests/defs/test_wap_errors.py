@@ -1,6 +1,8 @@
 """Write-audit-publish of datasets/popularity against a lakeFS that refuses to publish: a
-protected main, a failing hook, a lost commit race. The run fails with lakeFS's reason, main is
-untouched and the run branch is kept with the audited data; throttling is retried unseen."""
+read-only repository, a failing hook, a commit conflict. A protected main is no refusal: lakeFS
+protection blocks direct writes and commits, never merges, and publishing only merges. A
+refused run fails with lakeFS's reason, main is untouched and the run branch is kept with the
+audited data; throttling is retried unseen."""
 
 from __future__ import annotations
 
@@ -12,14 +14,14 @@ import dagster as dg
 import pytest
 
 from my_data_platform.core import datasets as D
-from my_data_platform.core.versioning import LakeFSVersionStore
+from my_data_platform.core.versioning import LakeFSVersionStore, ProtectedBranchError
 from my_data_platform.defs.datasets.assets import popularity_dataset
 from my_data_platform.defs.datasets.lineage import KEY
 from my_data_platform.defs.datasets.resources import LakeFSVersioningResource
 from my_data_platform.synth import WorldConfig
 from my_data_platform_tests.conftest import pipeline_world
 from my_data_platform_tests.core.versioning.faults import (
-    COMMIT_TO_PROTECTED,
+    READ_ONLY_REPOSITORY,
     SLOW_DOWN,
     TOO_MANY_TRIES,
     FaultyLakeFS,
@@ -85,12 +87,12 @@ def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, dict]:
 
 
 SCENARIOS = {
-    # lakeFS protection that also refuses merges into main (403 on the merge)
-    "protected-main": (
+    # a read-only repository: the one 403 real lakeFS gives a merge
+    "read-only-repository": (
         lambda s: s.forbid_merge_into("main"),
         "merge",
         "ProtectedBranchError",
-        ["branch 'main' is protected", COMMIT_TO_PROTECTED, "branch protection rules"],
+        ["the repository is read-only", READ_ONLY_REPOSITORY],
     ),
     "pre-commit-hook": (
         lambda s: s.fail("POST", RUN_COMMIT, 412, hook_failure("pre-commit", "h", HOOK_OUTPUT)),
@@ -99,7 +101,7 @@ SCENARIOS = {
         ["rejected by a hook", "pre-commit hook aborted", HOOK_OUTPUT],
     ),
     "pre-merge-hook": (
-        lambda s: s.fail_hook("pre-merge", "main", HOOK_OUTPUT),
+        lambda s: s.fail_hook("pre-merge", HOOK_OUTPUT, branch="main"),
         "merge",
         "HookFailedError",
         ["rejected by a hook", "pre-merge hook aborted", HOOK_OUTPUT],
@@ -151,6 +153,25 @@ def test_a_refused_publish_fails_the_run_and_keeps_the_branch(
     assert obs.metadata["published"].value is False
     assert obs.metadata["branch"].value == branch
     assert obs.metadata["failed_step"].value == step
+
+
+def test_a_protected_main_still_publishes_through_the_run_branch(
+    world: dict, server: FaultyLakeFS
+) -> None:
+    lake = _lake(server)
+    lake.create_repository()
+    server.protect_branch("datasets", "main")  # lakeFS's own rules API, as an admin would
+    with pytest.raises(ProtectedBranchError):
+        lake.put_object("main", "direct.txt", b"x")  # the rule holds for direct writes
+
+    result = _materialize(world, server)
+
+    assert result.success
+    md = result.asset_materializations_for_node("datasets__popularity")[0].metadata
+    assert md["published"].value is True
+    assert lake.branch_head("main") == md["dataset_commit"].value
+    assert {o.path for o in lake.list_objects("main")} == FILES
+    assert md["branch"].value not in lake.list_branches()
 
 
 def test_throttling_while_publishing_is_retried_unseen(world: dict, server: FaultyLakeFS) -> None:

@@ -22,14 +22,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from my_data_platform_tests.core.versioning.lakefs_http import Response
-from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
+from my_data_platform_tests.core.versioning.lakefs_server import (
+    COMMIT_TO_PROTECTED,
+    TOO_MANY_TRIES,
+    WRITE_TO_PROTECTED,
+    LakeFSTestServer,
+)
 
-# lakeFS's messages (graveler.ErrWriteToProtectedBranch, ErrCommitToProtectedBranch,
-# ErrReadOnlyRepository; graveler.ErrTooManyTries and kv.ErrSlowDown as the API words them)
-WRITE_TO_PROTECTED = "cannot write to protected branch"
-COMMIT_TO_PROTECTED = "cannot commit to protected branch"
+__all__ = ["COMMIT_TO_PROTECTED", "TOO_MANY_TRIES", "WRITE_TO_PROTECTED", "FaultyLakeFS"]
+
+# lakeFS's messages the server does not send itself (graveler.ErrReadOnlyRepository;
+# kv.ErrSlowDown as the API words it)
 READ_ONLY_REPOSITORY = "read-only repository"
-TOO_MANY_TRIES = "Too many attempts, try again later"
 SLOW_DOWN = "Throughput exceeded. Slow down and retry"
 # an authorization failure says nothing about branches
 INSUFFICIENT_PERMISSIONS = "insufficient permissions"
@@ -37,7 +41,7 @@ INSUFFICIENT_PERMISSIONS = "insufficient permissions"
 _REPO = r"/api/v1/repositories/[^/]+"
 
 
-def hook_failure(event: str, hook: str, output: str) -> str:
+def hook_failure(event: str, hook: str, output: str) -> str:  # for hooks the server lacks
     """The 412 message lakeFS sends when a pre-* hook fails (graveler.HookAbortError around
     the action service's per-hook error)."""
     return (
@@ -67,7 +71,7 @@ class Fault:
 
 
 class FaultyLakeFS(LakeFSTestServer):
-    """``with FaultyLakeFS(tmp_path) as server: server.protect_branch("main") ...``."""
+    """``with FaultyLakeFS(tmp_path) as server: server.fail("POST", path_regex, 503, msg)``."""
 
     def __init__(self, root: Path, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
@@ -96,26 +100,12 @@ class FaultyLakeFS(LakeFSTestServer):
             self.faults.clear()
 
     # ---------------------------------------------------------------- lakeFS configurations
-    def protect_branch(self, branch: str) -> None:
-        """lakeFS branch protection: no staging writes, no commits on ``branch`` (403)."""
-        b = re.escape(branch)
-        for method in ("POST", "DELETE", "PUT"):
-            self.fail(method, rf"^{_REPO}/branches/{b}/objects", 403, WRITE_TO_PROTECTED)
-        self.fail("POST", rf"^{_REPO}/branches/{b}/commits$", 403, COMMIT_TO_PROTECTED)
-
-    def forbid_merge_into(self, branch: str, message: str = COMMIT_TO_PROTECTED) -> Fault:
-        """A protection that also refuses merges into ``branch`` (403 on the merge)."""
+    # Branch protection and hooks are modelled by the server itself (``protect_branch``,
+    # ``fail_hook``); what it does not model is answered here.
+    def forbid_merge_into(self, branch: str, message: str = READ_ONLY_REPOSITORY) -> Fault:
+        """A 403 on merges into ``branch``: real lakeFS refuses a merge only when the
+        repository is read-only (branch protection allows merges)."""
         return self.fail("POST", rf"^{_REPO}/refs/[^/]+/merge/{re.escape(branch)}$", 403, message)
-
-    def fail_hook(self, event: str, branch: str, output: str) -> Fault:
-        """A failing ``pre-commit`` hook on ``branch``, or ``pre-merge`` hook on merges into
-        it (412 with the hook's output)."""
-        b = re.escape(branch)
-        path = {
-            "pre-commit": rf"^{_REPO}/branches/{b}/commits$",
-            "pre-merge": rf"^{_REPO}/refs/[^/]+/merge/{b}$",
-        }[event]
-        return self.fail("POST", path, 412, hook_failure(event, "check_schema", output))
 
     # ---------------------------------------------------------------- dispatch
     def dispatch(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:
