@@ -258,6 +258,7 @@ def train(
             "`mdp run --select training/popularity_model`"
         )
     require_data_dir()
+    from my_data_platform._build import CodeVersionError
     from my_data_platform.core.versioning import VersioningError
     from my_data_platform.defs.training.reproduce import reproduce_manifest
 
@@ -266,6 +267,8 @@ def train(
         out = reproduce_manifest(version_store(), m, device=device)
     except VersioningError as exc:
         fail(f"dataset commit {m['dataset_commit']} cannot be read: {exc}")
+    except CodeVersionError as exc:  # a reproduction must name the code that ran it
+        fail(str(exc))
     _print_model(out, format)
     if not out["reproduction"]["matches"] and (device is None or device == m.get("device")):
         raise typer.Exit(3)
