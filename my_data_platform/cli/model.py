@@ -201,6 +201,8 @@ def model_diff(
     if format not in ("text", "table", "json"):
         fail(f"--format must be text or json, got {format!r}")
     require_data_dir()
+    import polars as pl
+
     from my_data_platform.core.model_registry import (
         ModelNotFoundError,
         diff_datasets,
@@ -217,7 +219,7 @@ def model_diff(
     dataset: dict[str, Any]
     try:
         dataset = diff_datasets(version_store(), str(a["dataset_commit"]), str(b["dataset_commit"]))
-    except (VersioningError, ValueError, OSError) as exc:
+    except (VersioningError, pl.exceptions.PolarsError, ValueError, KeyError, OSError) as exc:
         # the metrics still compare; say plainly why the data side does not
         dataset = {"error": f"{type(exc).__name__}: {exc}"}
     d = diff_models(a, b, dataset)

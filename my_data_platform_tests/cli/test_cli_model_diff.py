@@ -228,3 +228,25 @@ def test_ambiguous_prefix_and_bad_format(two_models: dict[str, Any]) -> None:
     assert code != 0 and "ambiguous" in err and "20260101T080000Z-aaaa1111" in err
     code, _, err = _invoke("model", "diff", "latest", "latest", "--format", "yaml")
     assert code != 0 and "--format" in err
+
+
+def test_an_unreadable_dataset_still_compares_the_metrics(two_models: dict[str, Any]) -> None:
+    """A dataset commit whose examples are not Parquet (damaged, or hostile): the diff says
+    so in the dataset section and still compares what the manifests hold."""
+    vs = two_models["vs"]
+    vs.create_branch("bad", "main")
+    vs.put_objects("bad", {D.EXAMPLES: b"PAR1 this is not parquet PAR1"})
+    bad = vs.commit("bad", "damaged", {}).id
+    _register(
+        bad, dt.datetime(2026, 1, 3, tzinfo=dt.UTC), "cccc3333-run", code="0.1.0+g333333333333",
+        config=TrainConfig(), labels=None, oracle=None, baselines={},
+        metrics={"test": {"roc_auc": 0.5}},
+    )  # fmt: skip
+    code, out, err = _invoke("model", "diff", "20260101T080000Z-aaaa1111", "20260103", "-f", "json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["dataset"].keys() == {"error"} and "Error" in d["dataset"]["error"]
+    test_auc = next(r for r in d["metrics"] if r["metric"] == "test.roc_auc")
+    assert test_auc["delta"] == pytest.approx(-0.2)
+    code, out, _ = _invoke("model", "diff", "20260101T080000Z-aaaa1111", "20260103")
+    assert code == 0 and "dataset diff unavailable" in out
