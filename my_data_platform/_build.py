@@ -81,18 +81,27 @@ def git_state(root: Path) -> GitState | None:
     that repository's commit. "Dirty" looks at what runs (the package and pyproject.toml,
     untracked files included), not at docs or tests.
     """
+    return _git_state(root)[0]
+
+
+def _git_state(root: Path) -> tuple[GitState | None, str]:
+    """:func:`git_state`, and why it is ``None`` (for error messages)."""
     root = root.resolve()
     if not (root / "pyproject.toml").is_file():
-        return None
+        return None, f"{root} has no pyproject.toml"
     try:
         top = Path(_git(root, "rev-parse", "--show-toplevel")).resolve()
         if top != root:
-            return None
+            return None, f"{root} is inside the git work tree {top}, not the top of one"
         commit = _git(root, "rev-parse", "--verify", "HEAD")
         status = _git(root, "status", "--porcelain", "--", PACKAGE, "pyproject.toml")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(status)}
+    except subprocess.CalledProcessError as exc:
+        # not a repository, no commit yet, or git refusing it ("dubious ownership")
+        reason = (exc.stderr or "").strip().splitlines()
+        return None, f"git at {root}: {reason[0] if reason else exc}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"git at {root}: {exc}"
+    return {"commit": commit, "dirty": bool(status)}, ""
 
 
 def package_version(package_dir: Path = PACKAGE_DIR) -> str:
@@ -199,12 +208,12 @@ def resolve_code_version(package_dir: Path = PACKAGE_DIR) -> CodeProvenance:
         }
     root = package_dir.parent
     origin: Origin = "editable" if editable_root(package_dir) == root else "source"
-    state = git_state(root)
+    state, why = _git_state(root)
     if state is None:
         raise CodeVersionError(
             f"{PACKAGE} at {package_dir} has no build info ({BUILD_INFO}) and is not in a git "
-            f"checkout of this project, so the code version is unknown; reinstall it from a "
-            f"git checkout (`pip install <checkout>` or `make install`)"
+            f"checkout of this project ({why}), so the code version is unknown; reinstall it "
+            f"from a git checkout (`pip install <checkout>` or `make install`)"
         )
     if origin == "source":
         log.warning(

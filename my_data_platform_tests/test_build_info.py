@@ -88,6 +88,11 @@ def test_no_build_info_and_no_git_is_an_error_not_a_guess(tmp_path: Path) -> Non
     with pytest.raises(CodeVersionError) as err:
         resolve_code_version(pkg)
     assert str(pkg) in str(err.value) and "reinstall" in str(err.value)
+    # a checkout without a commit yet cannot name one either; git's own reason is in the error
+    (pkg.parent / "pyproject.toml").write_text("[project]\n")
+    _git(pkg.parent, "init", "-q")
+    with pytest.raises(CodeVersionError, match=r"git at .*: fatal: "):
+        resolve_code_version(pkg)
 
 
 def test_a_package_inside_an_unrelated_repository_does_not_borrow_its_commit(
@@ -103,9 +108,10 @@ def test_a_package_inside_an_unrelated_repository_does_not_borrow_its_commit(
     deep = _package(other / ".venv" / "lib" / "site-packages")
     nested = _package(other / "vendored")  # a pyproject.toml beside it, but not a checkout top
     (other / "vendored" / "pyproject.toml").write_text("[project]\n")
-    for pkg in (deep, nested):
-        with pytest.raises(CodeVersionError, match="not in a git checkout"):
+    for pkg, why in ((deep, "has no pyproject.toml"), (nested, "not the top of one")):
+        with pytest.raises(CodeVersionError, match="not in a git checkout") as err:
             resolve_code_version(pkg)
+        assert why in str(err.value)
 
 
 def test_a_source_checkout_is_marked_and_logged(
