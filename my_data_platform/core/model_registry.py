@@ -247,6 +247,9 @@ def diff_examples(a: Any, b: Any, key: str = "photo_id", sample: int = 10) -> di
     for side, df in (("a", a), ("b", b)):
         if key not in df.columns:
             raise ValueError(f"examples of {side} have no {key!r} column")
+        if not df[key].is_unique().all():  # a row-by-row diff would pair duplicates n x m
+            dup = df.filter(df[key].is_duplicated())[key].unique().sort().head(5).to_list()
+            raise ValueError(f"examples of {side} repeat {key} values (e.g. {dup})")
     ka, kb = a.select(key), b.select(key)
     added = kb.join(ka, on=key, how="anti").sort(key)[key]
     removed = ka.join(kb, on=key, how="anti").sort(key)[key]

@@ -250,3 +250,18 @@ def test_an_unreadable_dataset_still_compares_the_metrics(two_models: dict[str, 
     assert test_auc["delta"] == pytest.approx(-0.2)
     code, out, _ = _invoke("model", "diff", "20260101T080000Z-aaaa1111", "20260103")
     assert code == 0 and "dataset diff unavailable" in out
+
+
+def test_examples_diff_edge_cases() -> None:
+    """NaN and null features equal themselves (no phantom changes); duplicated ids (a damaged
+    or hostile file) are refused rather than paired n x m."""
+    a = pl.DataFrame({"photo_id": [1, 2, 3], "x": [float("nan"), None, 1.0], "label": [0, 1, 0]})
+    same = R.diff_examples(a, a.clone())
+    assert (same["changed"], same["added"], same["removed"], same["unchanged"]) == (0, 0, 0, 3)
+    b = a.with_columns(pl.Series("x", [float("nan"), 2.0, 1.0]))  # null -> 2.0 is a change
+    assert R.diff_examples(a, b)["changed_columns"] == {"x": 1}
+    dup = pl.concat([a, a.head(1)])
+    with pytest.raises(ValueError, match=r"repeat photo_id values \(e.g. \[1\]\)"):
+        R.diff_examples(a, dup)
+    with pytest.raises(ValueError, match="no 'photo_id' column"):
+        R.diff_examples(a, a.drop("photo_id"))
