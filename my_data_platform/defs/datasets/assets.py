@@ -59,6 +59,7 @@ AUDITS = {
 
 
 @dg.asset(
+    code_version="1",
     key=KEY,
     ins={"photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at", "object_key"])},
     deps=[k for k in UPSTREAM if k != PHOTOS],

@@ -4,12 +4,12 @@ Shared by the dataset, training and exploration assets, the schedules and the CL
 """
 
 import datetime as dt
-import subprocess
+import functools
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 
+from my_data_platform._build import resolve_code_version
 from my_data_platform.core.versioning import VersioningError, VersionStore
 from my_data_platform.defs.metadata import latest_metadata
 
@@ -65,26 +65,14 @@ def record_revert(
     )
 
 
+@functools.cache
 def code_version() -> str:
-    """The git commit of the code that built the dataset (or the package version)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        __version__ = version("my_data_platform")
-    except PackageNotFoundError:
-        __version__ = "0+unknown"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return f"{__version__}+g{sha[:12]}"
-    except (OSError, subprocess.SubprocessError):
-        return __version__
+    """The code that builds datasets and trains models, as provenance records it:
+    ``<version>+g<commit>`` fixed into the package at build time, with ``.editable`` or
+    ``.source`` when read from a live checkout and ``.dirty`` for uncommitted changes
+    (my_data_platform/_build.py). Raises :class:`~my_data_platform._build.CodeVersionError`
+    rather than guess; once per process, as the code a process runs does not change."""
+    return resolve_code_version()["version"]
 
 
 def upstream_versions(instance: dg.DagsterInstance) -> dict[str, str]:

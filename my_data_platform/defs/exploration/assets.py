@@ -30,6 +30,7 @@ class FiftyOneDatasetConfig(dg.Config):
 
 
 @dg.asset(
+    code_version="1",
     key=KEY,
     deps=[DATASET_KEY],
     group_name="exploration",
@@ -87,6 +88,7 @@ def _mistakes_markdown(rows: list[dict[str, Any]], commit: str) -> str:
 
 
 @dg.asset(
+    code_version="1",
     key=PREDICTIONS_KEY,
     deps=[MODEL_KEY, KEY],
     group_name="training",

@@ -43,6 +43,7 @@ def _events(store: ObjectStore) -> pl.LazyFrame:
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "caption_embeddings"],
     ins={"photos": warehouse_input("photos", ["photo_id", "caption"])},
     group_name=GROUP,
@@ -85,6 +86,7 @@ PROBE_SEED = 0
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "image_embeddings"],
     ins={"photos": warehouse_input("photos", ["photo_id", "object_key", "image_sha256"])},
     deps=[["lake", "photos"]],
@@ -169,6 +171,7 @@ def _previous_embeddings(store: ObjectStore) -> tuple[pl.DataFrame, dict] | None
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "image_predictions"],
     ins={
         "photos": warehouse_input("photos", ["photo_id", "object_key"]),
@@ -324,6 +327,7 @@ def _decoded_pixels(store: ObjectStore, photos: pl.DataFrame) -> tuple[np.ndarra
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "photo_activity"],
     ins={"photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at"])},
     deps=[["lake", "events"]],
@@ -360,6 +364,7 @@ def photo_activity(
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "labels"],
     ins={"photos": warehouse_input("photos", ["photo_id", "uploaded_at"])},
     deps=[["lake", "events"]],
@@ -400,6 +405,7 @@ def labels(
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "training_examples"],
     ins={
         "photos": warehouse_input("photos", ["photo_id", "user_id", "uploaded_at", "caption"]),

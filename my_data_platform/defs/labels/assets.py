@@ -98,6 +98,7 @@ def validate_annotations(
 
 
 @dg.multi_asset(
+    code_version="1",
     outs={
         "annotations": dg.AssetOut(
             key=["warehouse", "annotations"],
@@ -239,6 +240,7 @@ def consensus_labels(
 
 
 @dg.asset(
+    code_version="1",
     key=["labels", "image_content"],
     ins={
         "annotations": dg.AssetIn(["warehouse", "annotations"]),

@@ -69,6 +69,7 @@ def _parse_day(day: str) -> dt.date:
 
 
 @dg.multi_asset(
+    code_version="1",
     specs=[
         dg.AssetSpec(
             EVENTS_KEY,
@@ -337,6 +338,7 @@ class LakePhotosConfig(dg.Config):
 
 
 @dg.multi_asset(
+    code_version="1",
     specs=[
         dg.AssetSpec(
             PHOTOS_KEY,

@@ -101,6 +101,7 @@ def _metrics_table(metrics: dict, base: dict, orc: dict | None) -> str:
 
 
 @dg.asset(
+    code_version="1",
     key=KEY,
     deps=[DATASET_KEY],
     group_name="training",

@@ -28,6 +28,7 @@ from my_data_platform.defs.warehouse.tables import ENGAGEMENT_SQL, PHOTO_COLUMNS
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "users"],
     deps=[["oltp", "users"]],
     group_name="warehouse",
@@ -39,6 +40,7 @@ def warehouse_users(oltp: OLTPResource) -> pl.DataFrame:
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "photos"],
     # The manifest is a lake object, not a warehouse table: no IO manager loads it.
     deps=[["oltp", "photos"], ["lake", "photos"]],
@@ -77,6 +79,7 @@ def warehouse_photos(
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "events"],
     # Not an input: the lake files are registered with DuckLake as they are, never decoded.
     deps=[["lake", "events"]],
@@ -98,6 +101,7 @@ def warehouse_events(
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "events_quarantine"],
     # Not an input: the lake files are registered with DuckLake as they are, never decoded.
     deps=[["lake", "events_quarantine"]],
@@ -132,6 +136,7 @@ PHOTOS_QUARANTINE_SCHEMA = {
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "photos_quarantine"],
     # The quarantine is a lake object, not a warehouse table: no IO manager loads it.
     deps=[["lake", "photos_quarantine"], ["oltp", "photos"]],
@@ -168,6 +173,7 @@ def warehouse_photos_quarantine(
 
 
 @dg.asset(
+    code_version="1",
     key=["warehouse", "photo_engagement_daily"],
     # Pure SQL in DuckDB, not an AssetIn: loading all events into Python adds 75 B/event (measured)
     deps=[["warehouse", "events"]],
