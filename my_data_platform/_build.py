@@ -171,24 +171,26 @@ def editable_root(package_dir: Path = PACKAGE_DIR) -> Path | None:
     """The project root when ``package_dir`` is the source of an editable install of this
     distribution (PEP 610 ``direct_url.json``); ``None`` otherwise, e.g. for another
     checkout on ``PYTHONPATH`` while the editable install points elsewhere."""
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distributions
     from urllib.parse import unquote, urlparse
 
-    try:
-        raw = distribution(PACKAGE).read_text("direct_url.json")
-    except PackageNotFoundError:
-        return None
-    try:
-        direct = json.loads(raw or "{}")
-    except ValueError:
-        return None
-    if not (direct.get("dir_info") or {}).get("editable"):
-        return None
-    url = urlparse(str(direct.get("url", "")))
-    if url.scheme != "file":
-        return None
-    root = Path(unquote(url.path)).resolve()
-    return root if package_dir.resolve() == root / PACKAGE else None
+    # every copy of the metadata, not the first: a checkout's own ``*.egg-info`` (left by the
+    # editable build) comes first on ``sys.path`` from the project root and has no
+    # ``direct_url.json``; the installed ``.dist-info`` does
+    for dist in distributions(name=PACKAGE):
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        if not (direct.get("dir_info") or {}).get("editable"):
+            continue
+        url = urlparse(str(direct.get("url", "")))
+        if url.scheme != "file":
+            continue
+        root = Path(unquote(url.path)).resolve()
+        if package_dir.resolve() == root / PACKAGE:
+            return root
+    return None
 
 
 def resolve_code_version(package_dir: Path = PACKAGE_DIR) -> CodeProvenance:
