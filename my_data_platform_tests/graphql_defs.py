@@ -3,7 +3,8 @@ purpose, run in process by a real webserver and daemon."""
 
 import dagster as dg
 
-days = dg.DynamicPartitionsDefinition(name="days")
+# named as the project's, so the runner's launch_remote_refresh registers days in it
+days = dg.DynamicPartitionsDefinition(name="event_days")
 
 
 @dg.asset(partitions_def=days)

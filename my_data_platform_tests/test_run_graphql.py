@@ -29,6 +29,7 @@ from my_data_platform.core.graphql_client import (
     GraphQLError,
     WebserverUnreachable,
 )
+from my_data_platform.runner import RemoteRefresh, follow_remote_refresh, launch_remote_refresh
 from my_data_platform_tests.conftest import free_port
 
 MODULE = "my_data_platform_tests.graphql_defs"
@@ -62,16 +63,17 @@ def webserver() -> Iterator[tuple[str, Path]]:
     # not tmp_path_factory: a pytest started meanwhile by another user of this machine prunes
     # older pytest-of-<user> folders, this one included, while the servers still use it
     with tempfile.TemporaryDirectory(prefix="mdp-graphql-") as tmp:
-        yield from _servers(Path(tmp))
+        home, logs = Path(tmp) / "home", Path(tmp) / "logs"  # Dagster prunes $DAGSTER_HOME/logs
+        home.mkdir()
+        logs.mkdir()
+        yield from _servers(home, logs)
 
 
-def _servers(home: Path) -> Iterator[tuple[str, Path]]:
+def _servers(home: Path, logs: Path) -> Iterator[tuple[str, Path]]:
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
     port = free_port()
     webserver_bin = str(Path(sys.executable).parent / "dagster-webserver")
-    logs = home / "logs"
-    logs.mkdir()
     procs = []
     try:
         for name, cmd in (
@@ -101,7 +103,7 @@ def _servers(home: Path) -> Iterator[tuple[str, Path]]:
                 break
             except GraphQLError:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    log = (logs / "webserver.log").read_text()[-3000:]
+                    log = "\n".join(f.read_text()[-2000:] for f in sorted(logs.iterdir()))
                     raise AssertionError(f"webserver did not come up:\n{log}") from None
                 time.sleep(0.5)
         yield url, home
@@ -119,17 +121,16 @@ def _stored(home: Path, asset: str, day: str) -> int:
 def test_a_backfill_of_two_partitions_runs_both_and_materializes(
     webserver: tuple[str, Path],
 ) -> None:
+    """What ``mdp run`` does on the production profile: register the days, launch one backfill,
+    follow it to the end."""
     url, home = webserver
     client = DagsterWebserverClient(url)
-    repo = client.find_repository()
-    assert repo.location == MODULE
     days = ["2024-03-04", "2024-03-07"]
-    assert client.add_dynamic_partitions(repo, "days", days) == days
-    assert client.add_dynamic_partitions(repo, "days", days) == []  # already there
+    plan = RemoteRefresh(asset_keys=[dg.AssetKey("numbers"), dg.AssetKey("doubled")], days=days)
 
     states: list[BackfillState] = []
-    backfill_id = client.launch_backfill([["numbers"], ["doubled"]], days, tags={"t": "1"})
-    final = client.follow_backfill(backfill_id, states.append, poll_s=0.5, timeout_s=120)
+    backfill_id = launch_remote_refresh(client, plan)
+    final = follow_remote_refresh(client, backfill_id, states.append, poll_s=0.5)
 
     assert final.succeeded, final
     assert final.status == "COMPLETED_SUCCESS"
@@ -144,7 +145,7 @@ def test_a_backfill_of_two_partitions_runs_both_and_materializes(
         for asset in ("numbers", "doubled"):
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(days)
         for run in final.runs:
-            assert instance.get_run_by_id(run.run_id).tags["t"] == "1"  # our tags reached runs
+            assert instance.get_run_by_id(run.run_id).tags["mdp/source"] == "mdp run"
     finally:
         instance.dispose()
 
@@ -156,8 +157,10 @@ def test_a_failed_run_is_reported_with_its_partition_and_step(
     url, _ = webserver
     client = DagsterWebserverClient(url)
     repo = client.find_repository()
+    assert repo.location == MODULE
     days = ["2024-03-10", "2024-03-11"]
-    client.add_dynamic_partitions(repo, "days", days)
+    assert client.add_dynamic_partitions(repo, "event_days", days) == days
+    assert client.add_dynamic_partitions(repo, "event_days", days) == []  # already there
     backfill_id = client.launch_backfill([["fragile"]], days)
     final = client.follow_backfill(backfill_id, poll_s=0.5, timeout_s=120)
 
@@ -186,3 +189,45 @@ def test_an_unreachable_webserver_is_a_clear_error() -> None:
         DagsterWebserverClient(f"http://127.0.0.1:{port}", timeout_s=5).version()
     with pytest.raises(ValueError, match="http:// or https://"):
         DagsterWebserverClient("file:///etc/passwd")
+
+
+PRODUCTION_SERVERS = {
+    "MDP_PROFILE": "production",
+    "MDP_OBJECT_STORE": "s3",
+    "MDP_S3_BUCKET": "lake-bucket",
+    "MDP_OLTP_URL": "postgresql+psycopg2://app:pw@db.internal:5432/photos",
+    "MDP_WAREHOUSE_CATALOG": "postgres:dbname=ducklake host=db.internal",
+    "MDP_VERSIONING": "lakefs",
+    "LAKEFS_ENDPOINT": "http://lakefs.internal:8000",
+    "MDP_FIFTYONE_DATABASE_URI": "mongodb://mongo.internal:27017",
+    "MDP_DAGSTER_POSTGRES_URL": "postgresql://dagster:pw@db.internal:5432/dagster",
+    "MDP_CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+}
+
+
+def _mdp_run(tmp_path: Path, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDP_", "LAKEFS_"))}
+    env |= {"MDP_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dh")}
+    env |= {**PRODUCTION_SERVERS, **extra, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "my_data_platform.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_mdp_run_on_production_needs_a_reachable_webserver(tmp_path: Path) -> None:
+    """Nothing starts in process: without the webserver, ``mdp run`` stops with the reason."""
+    missing = _mdp_run(tmp_path, {})
+    assert missing.returncode != 0
+    assert "set MDP_WEBSERVER_URL" in missing.stderr
+    port = free_port()
+    down = _mdp_run(tmp_path, {"MDP_WEBSERVER_URL": f"http://127.0.0.1:{port}"})
+    assert down.returncode != 0
+    assert f"MDP_WEBSERVER_URL: no Dagster webserver answered at http://127.0.0.1:{port}" in (
+        down.stderr.replace("\n", "")
+    )
+    assert not (tmp_path / "dh" / "history").exists()  # no run was recorded here
