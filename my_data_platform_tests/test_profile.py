@@ -465,3 +465,28 @@ def test_check_profile_lists_every_problem_in_one_error(env: pytest.MonkeyPatch)
     lines = str(caught.value).splitlines()[1:]
     assert len(lines) == 7  # 6 file-backed stores and the missing Celery broker
     assert all(line.startswith("  - ") for line in lines)
+
+
+# --- the example files -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_production_example_is_a_valid_production_profile(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dotenv import dotenv_values
+
+    values = {k: v for k, v in dotenv_values(ROOT / ".env.production.example").items() if v}
+    assert values["MDP_PROFILE"] == "production"
+    values["DAGSTER_HOME"] = str(tmp_path / "dagster_home")  # not /srv in a test
+    assert _problems(env, values) == ""
+    assert get_settings().executor_kind == "celery"
+
+
+def test_every_scale_out_variable_is_in_the_examples_and_the_docs() -> None:
+    example = (ROOT / ".env.example").read_text()
+    docs = (ROOT / "docs" / "scale-out.md").read_text()
+    for name in NEW_VARS[:6]:
+        assert f"# {name}=" in example, name
+        assert f"`{name}`" in docs, name
