@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from my_data_platform.cli.run import follow_and_report
 from my_data_platform.core.graphql_client import (
     BackfillState,
     DagsterWebserverClient,
@@ -152,7 +153,7 @@ def test_a_backfill_of_two_partitions_runs_both_and_materializes(
 
 @pytest.mark.slow
 def test_a_failed_run_is_reported_with_its_partition_and_step(
-    webserver: tuple[str, Path],
+    webserver: tuple[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, _ = webserver
     client = DagsterWebserverClient(url)
@@ -162,7 +163,8 @@ def test_a_failed_run_is_reported_with_its_partition_and_step(
     assert client.add_dynamic_partitions(repo, "event_days", days) == days
     assert client.add_dynamic_partitions(repo, "event_days", days) == []  # already there
     backfill_id = client.launch_backfill([["fragile"]], days)
-    final = client.follow_backfill(backfill_id, poll_s=0.5, timeout_s=120)
+    assert follow_and_report(client, backfill_id, poll_s=0.5) == 1  # what `mdp run` exits with
+    final = client.backfill(backfill_id)
 
     assert final.done and not final.succeeded
     assert final.status in ("COMPLETED_FAILED", "FAILED")
@@ -170,6 +172,10 @@ def test_a_failed_run_is_reported_with_its_partition_and_step(
     assert [r.partition for r in failed] == ["2024-03-11"]
     assert failed[0].failed_steps == ("fragile",)
     assert [r.partition for r in final.runs if r.status == "SUCCESS"] == ["2024-03-10"]
+    out, err = capsys.readouterr()
+    assert "1/2 runs succeeded" in out and f"backfill {backfill_id} {final.status}" in out
+    assert f"ok 2024-03-10: run {final.runs[0].run_id[:8]}" in out
+    assert f"failed run {failed[0].run_id} [2024-03-11]: FAILURE (failed steps: fragile)" in err
 
 
 @pytest.mark.slow

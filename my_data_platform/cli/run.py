@@ -136,7 +136,6 @@ def run_through_webserver(select: str | None) -> None:
     from my_data_platform.core.graphql_client import GraphQLError
     from my_data_platform.profile import check_profile
     from my_data_platform.runner import (
-        follow_remote_refresh,
         launch_remote_refresh,
         load_definitions,
         plan_remote_refresh,
@@ -157,6 +156,16 @@ def run_through_webserver(select: str | None) -> None:
         f"backfill {backfill_id}: {len(plan.asset_keys)} assets over {what}, "
         f"through {client.url} ({settings.executor_kind} executor)"
     )
+    raise typer.Exit(follow_and_report(client, backfill_id))
+
+
+def follow_and_report(client: Any, backfill_id: str, poll_s: float = 2.0) -> int:
+    """Follow the backfill to its end, printing each run as its status changes; then the
+    summary, and every run that did not succeed on stderr (its id, day and failed steps).
+    The exit status: 0 when the backfill completed and every run succeeded, else 1."""
+    from my_data_platform.core.graphql_client import GraphQLError
+    from my_data_platform.runner import follow_remote_refresh
+
     t0 = time.perf_counter()
     seen: dict[str, str] = {}
 
@@ -173,7 +182,7 @@ def run_through_webserver(select: str | None) -> None:
         console.print(f"  backfill {state.status.lower()}: {finished}/{len(state.runs)} runs over")
 
     try:
-        state = follow_remote_refresh(client, backfill_id, changed)
+        state = follow_remote_refresh(client, backfill_id, changed, poll_s=poll_s)
     except GraphQLError as exc:
         fail(f"lost the backfill {backfill_id}: {exc} (it goes on in the webserver)")
     ok = sum(r.status == "SUCCESS" for r in state.runs)
@@ -190,4 +199,4 @@ def run_through_webserver(select: str | None) -> None:
         )
     if state.error:
         err.print(f"[red]backfill error[/] {state.error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if state.succeeded else 1)
+    return 0 if state.succeeded else 1
