@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -28,6 +28,10 @@ from my_data_platform.defs.automation.run_health import run_heartbeat
 from my_data_platform.defs.lake.objects import list_landed_days
 from my_data_platform.defs.lake.resources import object_store_from_settings
 from my_data_platform.defs.partitions import event_days
+
+if TYPE_CHECKING:
+    from my_data_platform.core.graphql_client import BackfillState, DagsterWebserverClient
+    from my_data_platform.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,12 +53,21 @@ INSTANCE_STORAGE_KEYS = (
 """Keys that say where an instance keeps its state: they belong to the instance, never the repo."""
 
 
-def write_instance_config(home: Path) -> Path:
+STORAGE_BLOCK_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+"""The keys that choose the run, event log and schedule storage (SQLite when none is set)."""
+
+
+def write_instance_config(home: Path, postgres_url_env: str | None = None) -> Path:
     """Merge the project's dagster.yaml into ``home/dagster.yaml``.
 
     The repo's keys win, except storage keys, which the repo never sets: a SQLite instance then
     stores under ``home``, and storage an operator configured there (PostgreSQL) is kept, as is
     any other key the repo does not set.
+
+    ``postgres_url_env`` (the production profile's ``MDP_DAGSTER_POSTGRES_URL``) adds a
+    ``storage: postgres:`` block that reads the URL from that variable when Dagster starts
+    (``postgres_url: {env: ...}``), so the password never lands on disk; only when the file has
+    no storage of its own: an operator's block is never replaced or dropped.
     """
     import yaml
 
@@ -66,6 +79,8 @@ def write_instance_config(home: Path) -> Path:
         raise ValueError(f"{target} must hold a YAML mapping, got {type(existing).__name__}")
     repo = {k: v for k, v in config.items() if k not in INSTANCE_STORAGE_KEYS}
     merged = {**(existing or {}), **repo}
+    if postgres_url_env and not any(k in merged for k in STORAGE_BLOCK_KEYS):
+        merged["storage"] = {"postgres": {"postgres_url": {"env": postgres_url_env}}}
     text = "# merged by my_data_platform from the repo's dagster.yaml\n" + yaml.safe_dump(merged)
     if not target.exists() or target.read_text() != text:
         with atomic_write(target, "w") as f:  # a crash never loses the operator's storage
@@ -77,10 +92,16 @@ def get_instance() -> dg.DagsterInstance:
     """The persistent instance under ``$DAGSTER_HOME`` (configured by our dagster.yaml)."""
     from my_data_platform.settings import configure_dagster_home, get_settings
 
-    home = get_settings().dagster_home
-    write_instance_config(home)
+    settings = get_settings()
+    home = settings.dagster_home
+    write_instance_config(home, instance_postgres_url_env(settings))
     configure_dagster_home(home)
     return dg.DagsterInstance.get()
+
+
+def instance_postgres_url_env(settings: Settings) -> str | None:
+    """The variable the instance's PostgreSQL URL is read from, when settings ask for one."""
+    return "MDP_DAGSTER_POSTGRES_URL" if settings.dagster_postgres_url_is_set else None
 
 
 AssetStatus = Literal["materialized", "failed", "skipped"]
@@ -134,9 +155,9 @@ class RefreshPlan:
         return sum(len(b) for b in self.batches)
 
 
-def plan_refresh(
-    defs: dg.Definitions, instance: dg.DagsterInstance, select: str | None
-) -> RefreshPlan:
+def selected_keys(defs: dg.Definitions, select: str | None) -> set[dg.AssetKey]:
+    """The materializable assets ``select`` names (all when None), with the rest of any
+    multi-asset that cannot be subset; ValueError when it names none."""
     graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
     try:
@@ -148,7 +169,14 @@ def plan_refresh(
     keys |= {m for k in keys for m in graph.get(k).execution_set_asset_keys}
     if not keys:
         raise ValueError(f"--select {select!r} matches no materializable asset")
+    return keys
 
+
+def plan_refresh(
+    defs: dg.Definitions, instance: dg.DagsterInstance, select: str | None
+) -> RefreshPlan:
+    graph = defs.resolve_asset_graph()
+    keys = selected_keys(defs, select)
     store = object_store_from_settings()
     days = list_landed_days(store)
     needs_days = any(graph.get(k).partitions_def is not None for k in keys)
@@ -427,7 +455,88 @@ def _summed_rows(out: RunOutcome, key: str) -> int | None:
     return sum(ints) if len(ints) == len(counts) else None
 
 
+# --- the production profile: a backfill through the running webserver ---------------------------
+
+CODE_LOCATION = "my_data_platform"
+"""The code location's name in workspace.yaml (and pyproject's ``[tool.dg]``)."""
+
+
+@dataclass(frozen=True)
+class RemoteRefresh:
+    """What ``mdp run`` asks the webserver to backfill: ``days`` are the event_days partitions
+    (empty when no selected asset is partitioned: one run of every asset)."""
+
+    asset_keys: list[dg.AssetKey]
+    days: list[str]
+
+
+def plan_remote_refresh(defs: dg.Definitions, select: str | None) -> RemoteRefresh:
+    """The selection and the landed days, read from the definitions and the object store; the
+    instance is left to the webserver (nothing runs here)."""
+    graph = defs.resolve_asset_graph()
+    keys = sorted(selected_keys(defs, select))
+    days: list[str] = []
+    if any(graph.get(k).partitions_def is not None for k in keys):
+        store = object_store_from_settings()
+        days = list_landed_days(store)
+        if not days:
+            raise ValueError(f"no landed event files under 'landing/events/' in {store.describe()}")
+    return RemoteRefresh(asset_keys=keys, days=days)
+
+
+def launch_remote_refresh(client: DagsterWebserverClient, plan: RemoteRefresh) -> str:
+    """Register the landed days as event_days partitions through the webserver, then launch one
+    asset backfill of the selection over them (the daemon splits it into runs by each asset's
+    backfill policy and orders them by dependency). Returns the backfill id."""
+    repos = client.repositories()
+    ours = [r for r in repos if r.location == CODE_LOCATION] or repos
+    if len(ours) != 1:
+        names = sorted(f"{r.location}/{r.name}" for r in repos) or ["none"]
+        raise ValueError(
+            f"the webserver at {client.url} must serve code location {CODE_LOCATION!r}; "
+            f"it serves {names}"
+        )
+    if plan.days:
+        client.add_dynamic_partitions(ours[0], event_days.name or "", plan.days)
+    return client.launch_backfill(
+        [k.path for k in plan.asset_keys],
+        plan.days or None,
+        tags={"mdp/source": "mdp run"},
+        title="mdp run",
+    )
+
+
+def follow_remote_refresh(
+    client: DagsterWebserverClient,
+    backfill_id: str,
+    on_change: Callable[[BackfillState], None] | None = None,
+    poll_s: float = 2.0,
+) -> BackfillState:
+    """Follow the backfill until it and every run it launched are over."""
+    return client.follow_backfill(backfill_id, on_change, poll_s=poll_s)
+
+
+def webserver_client(settings: Settings) -> DagsterWebserverClient:
+    """A client of ``MDP_WEBSERVER_URL`` that has answered once (so a wrong URL fails before
+    anything is planned): SettingsError naming the variable when it is unset or unreachable."""
+    from my_data_platform.core.graphql_client import DagsterWebserverClient, GraphQLError
+    from my_data_platform.settings import SettingsError
+
+    if settings.webserver_url is None:
+        raise SettingsError(
+            "MDP_PROFILE=production runs through the Dagster webserver: set MDP_WEBSERVER_URL "
+            "(e.g. http://dagster.internal:3000)"
+        )
+    client = DagsterWebserverClient(settings.webserver_url)
+    try:
+        client.version()
+    except GraphQLError as exc:
+        raise SettingsError(f"MDP_WEBSERVER_URL: {exc}") from None
+    return client
+
+
 if __name__ == "__main__":  # `python -m my_data_platform.runner`: prepare $DAGSTER_HOME
     from my_data_platform.settings import get_settings
 
-    print(write_instance_config(get_settings().dagster_home))  # noqa: T201
+    _settings = get_settings()
+    print(write_instance_config(_settings.dagster_home, instance_postgres_url_env(_settings)))  # noqa: T201

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 ObjectStoreKind = Literal["local", "s3"]
 VersioningKind = Literal["local", "lakefs"]
+ProfileKind = Literal["embedded", "production"]
+ExecutorKind = Literal["in_process", "multiprocess", "celery"]
 
 SECRET_VARS = (
     "MDP_OLTP_URL",
@@ -31,6 +33,10 @@ SECRET_VARS = (
     "MDP_ALERT_WEBHOOK_URL",
     "MDP_ANALYST_AWS_ACCESS_KEY_ID",
     "MDP_ANALYST_AWS_SECRET_ACCESS_KEY",
+    # scale-out profile (docs/scale-out.md): URLs that may carry a password
+    "MDP_DAGSTER_POSTGRES_URL",
+    "MDP_CELERY_BROKER_URL",
+    "MDP_CELERY_BACKEND_URL",
 )
 """Variables that may hold a password or a token: resources get them as ``dg.EnvVar``s."""
 
@@ -89,6 +95,15 @@ class Settings:
     failed_branch_retention_days: float = 14.0
     # Crash safety (test-only, docs/ingest.md): a named crash point to die at by SIGKILL.
     crash_at: tuple[str, int] | None = None
+    # --- scale-out profile (docs/scale-out.md) -----------------------------------------------
+    # embedded: every store a file under MDP_DATA_DIR; production: every store on a server.
+    profile: ProfileKind = "embedded"
+    # MDP_EXECUTOR as set, or None: the code location's default executor (multiprocess),
+    # celery on the production profile (see ``executor_kind``)
+    executor: ExecutorKind | None = None
+    # the running webserver `mdp run` launches its backfill through (production profile)
+    webserver_url: str | None = None
+    # --- end scale-out profile ----------------------------------------------------------------
 
     @property
     def lake_root(self) -> Path:
@@ -107,6 +122,23 @@ class Settings:
     @property
     def fiftyone_database_uri_is_set(self) -> bool:
         return "MDP_FIFTYONE_DATABASE_URI" in self.secrets_set
+
+    # --- scale-out profile (docs/scale-out.md) ---------------------------------------------------
+
+    @property
+    def executor_kind(self) -> ExecutorKind:
+        """The executor runs use: ``MDP_EXECUTOR``, else celery on the production profile and
+        Dagster's default (multiprocess) on the embedded one."""
+        if self.executor is not None:
+            return self.executor
+        return "celery" if self.profile == "production" else "multiprocess"
+
+    @property
+    def dagster_postgres_url_is_set(self) -> bool:
+        """Whether ``MDP_DAGSTER_POSTGRES_URL`` asks for the instance's storage on PostgreSQL."""
+        return "MDP_DAGSTER_POSTGRES_URL" in self.secrets_set
+
+    # --- end scale-out profile -------------------------------------------------------------------
 
     def secret(self, name: str, default: str | None = None) -> str | dg.EnvVar | None:
         """``dg.EnvVar(name)`` when the variable is set, else ``default`` (which holds no
@@ -255,7 +287,81 @@ def get_settings() -> Settings:
         failed_branch_retention_days=_float("MDP_FAILED_BRANCH_RETENTION_DAYS", 14.0) or 0.0,
         # Crash safety (test-only)
         crash_at=_crash_at("MDP_CRASH_AT"),
+        # scale-out profile
+        **_scale_out(),
     )
+
+
+# --- scale-out profile (docs/scale-out.md) -------------------------------------------------------
+# Each value is checked on its own here; how they combine (a file-backed store with a remote
+# executor, ...) is checked when the definitions load (my_data_platform/profile.py).
+
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "pyamqp")
+_BACKEND_SCHEMES = ("redis", "rediss", "rpc", "db+postgresql")
+
+
+def _scale_out() -> dict[str, object]:
+    profile = _choice("MDP_PROFILE", "embedded", ("embedded", "production"))
+    executor = _env("MDP_EXECUTOR")
+    if executor is not None:
+        executor = _choice("MDP_EXECUTOR", executor, ("in_process", "multiprocess", "celery"))
+    _url_scheme("MDP_DAGSTER_POSTGRES_URL", ("postgresql", "postgres"))
+    _url_scheme("MDP_CELERY_BROKER_URL", _BROKER_SCHEMES)
+    _url_scheme("MDP_CELERY_BACKEND_URL", _BACKEND_SCHEMES)
+    if _env("MDP_CELERY_BACKEND_URL") and not _env("MDP_CELERY_BROKER_URL"):
+        raise SettingsError("MDP_CELERY_BACKEND_URL is set but MDP_CELERY_BROKER_URL is not")
+    return {
+        "profile": profile,
+        "executor": executor,
+        "webserver_url": webserver_url("MDP_WEBSERVER_URL", _env("MDP_WEBSERVER_URL")),
+    }
+
+
+def _url_scheme(name: str, schemes: tuple[str, ...]) -> None:
+    """A secret URL must use one of ``schemes``; the message shows the scheme, never the URL
+    (it may hold a password)."""
+    from urllib.parse import urlsplit
+
+    value = _env(name)
+    if value is None:
+        return
+    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+    if scheme not in schemes:
+        shown = f"{scheme}://..." if scheme else "a value without a scheme"
+        raise SettingsError(
+            f"{name} must be a {_one_of(tuple(s + '://' for s in schemes))} URL, got {shown}"
+        )
+
+
+def webserver_url(name: str, value: str | None) -> str | None:
+    """An ``http(s)://host[:port][/path]`` base URL, without a trailing slash; anything else
+    (another scheme, no host, credentials, a query) is a ``SettingsError`` naming ``name``."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an http:// or https:// URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme}://..." if parts.scheme else repr(value[:40])
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {shown}")
+    if not parts.hostname:
+        raise SettingsError(f"{name} must name a host, got {value!r}")
+    if parts.username or parts.password:
+        raise SettingsError(f"{name} must not hold credentials (user:password@)")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name} must be a base URL, without a query or fragment")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise SettingsError(f"{name} must not contain whitespace or control characters")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+
+
+# --- end scale-out profile -----------------------------------------------------------------------
 
 
 def _run_health() -> dict[str, float]:

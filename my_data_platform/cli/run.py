@@ -1,4 +1,10 @@
-"""``mdp run``: materialize the asset graph for every landed partition, then summarize."""
+"""``mdp run``: materialize the asset graph for every landed partition, then summarize.
+
+On the embedded profile the runs execute in this process, against the instance in
+``$DAGSTER_HOME``. On the production profile nothing starts here: the running webserver
+(``MDP_WEBSERVER_URL``) gets one backfill, which the daemon and the executor run, and this
+command follows it to the end (docs/scale-out.md).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,11 @@ def run(
 ) -> None:
     """Materialize the selected assets (default: all) for every landed partition."""
     from my_data_platform.runner import execute_plan, get_instance, load_definitions, plan_refresh
+    from my_data_platform.settings import get_settings
 
+    if get_settings().profile == "production":  # a SettingsError is reported by cli.main
+        run_through_webserver(select)
+        return
     require_data_dir()
     instance = get_instance()
     defs = load_definitions()
@@ -118,3 +128,75 @@ def print_run_summary(outcomes: list[Any], seconds: float) -> None:
         err.print(f"[red]failed step[/] {f}", highlight=False, soft_wrap=True)
     for c in (c for o in outcomes for c in o.failed_checks):
         err.print(f"[red]failed check[/] {c}", highlight=False, soft_wrap=True)
+
+
+def run_through_webserver(select: str | None) -> None:
+    """The production profile: one backfill through the webserver's GraphQL API, followed until
+    it and its runs are over; exit 1 naming every run that did not succeed."""
+    from my_data_platform.core.graphql_client import GraphQLError
+    from my_data_platform.profile import check_profile
+    from my_data_platform.runner import (
+        launch_remote_refresh,
+        load_definitions,
+        plan_remote_refresh,
+        webserver_client,
+    )
+    from my_data_platform.settings import SettingsError, get_settings
+
+    settings = get_settings()
+    try:
+        check_profile(settings)
+        client = webserver_client(settings)
+        plan = plan_remote_refresh(load_definitions(), select)
+        backfill_id = launch_remote_refresh(client, plan)
+    except (SettingsError, GraphQLError, ValueError) as exc:
+        fail(str(exc))
+    what = f"{len(plan.days)} landed day(s)" if plan.days else "no partitions"
+    console.print(
+        f"backfill {backfill_id}: {len(plan.asset_keys)} assets over {what}, "
+        f"through {client.url} ({settings.executor_kind} executor)"
+    )
+    raise typer.Exit(follow_and_report(client, backfill_id))
+
+
+def follow_and_report(client: Any, backfill_id: str, poll_s: float = 2.0) -> int:
+    """Follow the backfill to its end, printing each run as its status changes; then the
+    summary, and every run that did not succeed on stderr (its id, day and failed steps).
+    The exit status: 0 when the backfill completed and every run succeeded, else 1."""
+    from my_data_platform.core.graphql_client import GraphQLError
+    from my_data_platform.runner import follow_remote_refresh
+
+    t0 = time.perf_counter()
+    seen: dict[str, str] = {}
+
+    def changed(state: Any) -> None:
+        for r in state.runs:
+            if seen.get(r.run_id) == r.status:
+                continue
+            seen[r.run_id] = r.status
+            mark = {"SUCCESS": "[green]ok[/]", "FAILURE": "[red]FAILED[/]"}.get(
+                r.status, f"[yellow]{r.status.lower()}[/]"
+            )
+            console.print(f"  {mark} {r.partition or 'unpartitioned'}: run {r.run_id[:8]}")
+        finished = sum(r.finished for r in state.runs)
+        console.print(f"  backfill {state.status.lower()}: {finished}/{len(state.runs)} runs over")
+
+    try:
+        state = follow_remote_refresh(client, backfill_id, changed, poll_s=poll_s)
+    except GraphQLError as exc:
+        fail(f"lost the backfill {backfill_id}: {exc} (it goes on in the webserver)")
+    ok = sum(r.status == "SUCCESS" for r in state.runs)
+    console.print(
+        f"{ok}/{len(state.runs)} runs succeeded in {time.perf_counter() - t0:.1f}s; "
+        f"backfill {backfill_id} {state.status}"
+    )
+    for r in state.failed_runs:
+        steps = f" (failed steps: {', '.join(r.failed_steps)})" if r.failed_steps else ""
+        err.print(
+            f"[red]failed run[/] {r.run_id} [{r.partition or 'unpartitioned'}]: {r.status}{steps}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if state.error:
+        err.print(f"[red]backfill error[/] {state.error}", highlight=False, soft_wrap=True)
+    return 0 if state.succeeded else 1
