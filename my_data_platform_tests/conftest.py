@@ -38,6 +38,13 @@ _ENV_VARS = [
     "MDP_FIFTYONE_DATABASE_URI",
     "MDP_VERSIONING",
     "MDP_FIFTYONE_DATABASE_NAME",
+    # the scale-out profile (docs/scale-out.md)
+    "MDP_PROFILE",
+    "MDP_EXECUTOR",
+    "MDP_CELERY_BROKER_URL",
+    "MDP_CELERY_BACKEND_URL",
+    "MDP_DAGSTER_POSTGRES_URL",
+    "MDP_WEBSERVER_URL",
 ]
 
 

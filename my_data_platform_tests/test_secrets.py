@@ -36,6 +36,17 @@ FAKE = {
     "MDP_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/WEBHOOK-TOKEN-0b3c",
     "MDP_ANALYST_AWS_ACCESS_KEY_ID": "AKIAANALYST3K8P",
     "MDP_ANALYST_AWS_SECRET_ACCESS_KEY": "ANALYST-AWS-SECRET-d9f4",
+    "MDP_DAGSTER_POSTGRES_URL": "postgresql://dagster:DAGSTER-PG-PW-1f7a@pg.internal:5432/dagster",
+    "MDP_CELERY_BROKER_URL": "redis://:BROKER-PW-6c2d@redis.internal:6379/0",
+    "MDP_CELERY_BACKEND_URL": "redis://:BACKEND-PW-8e5b@redis.internal:6379/1",
+}
+# reach Dagster through the instance config and the executor config, never a resource
+NOT_RESOURCE_SECRETS = {
+    "MDP_ANALYST_AWS_ACCESS_KEY_ID",  # the analysts' keys are read by the CLI only
+    "MDP_ANALYST_AWS_SECRET_ACCESS_KEY",
+    "MDP_DAGSTER_POSTGRES_URL",
+    "MDP_CELERY_BROKER_URL",
+    "MDP_CELERY_BACKEND_URL",
 }
 # The parts of each value that are the secret (a URL's host or a key id may be shown).
 SECRET_PARTS = [
@@ -48,6 +59,9 @@ SECRET_PARTS = [
     "MONGO-PW-4e21",
     "WEBHOOK-TOKEN-0b3c",
     "ANALYST-AWS-SECRET-d9f4",
+    "DAGSTER-PG-PW-1f7a",
+    "BROKER-PW-6c2d",
+    "BACKEND-PW-8e5b",
 ]
 
 
@@ -95,12 +109,8 @@ def test_resources_hold_envvars_never_the_values(
                 envvars[path] = value.env_var_name
             else:
                 assert _leaks(repr(value)) == [], path
-    # every secret a resource takes is an EnvVar naming its variable (the analysts' keys are
-    # read by the CLI only, never by a resource)
-    assert set(envvars.values()) == set(SECRET_VARS) - {
-        "MDP_ANALYST_AWS_ACCESS_KEY_ID",
-        "MDP_ANALYST_AWS_SECRET_ACCESS_KEY",
-    }
+    # every secret a resource takes is an EnvVar naming its variable
+    assert set(envvars.values()) == set(SECRET_VARS) - NOT_RESOURCE_SECRETS
     assert envvars["oltp.url"] == "MDP_OLTP_URL"
     assert envvars["warehouse.catalog"] == "MDP_WAREHOUSE_CATALOG"
     assert envvars["io_manager.object_store.s3.aws_secret_access_key"] == "AWS_SECRET_ACCESS_KEY"
