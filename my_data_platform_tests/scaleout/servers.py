@@ -243,8 +243,10 @@ class PostgresServer(_Server):
         conn = psycopg2.connect(self.dsn("postgres"), connect_timeout=2)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                return cur.fetchone() == (1,)
+                # our cluster, not a stranger that already had the port
+                cur.execute("SHOW data_directory")
+                row = cur.fetchone()
+                return row is not None and Path(row[0]) == self.data_dir
         finally:
             conn.close()
 
@@ -264,8 +266,9 @@ class PostgresServer(_Server):
             f"password={self.password}"
         )
 
-    def url(self, dbname: str, driver: str = "postgresql") -> str:
-        """A URL for SQLAlchemy (``driver`` e.g. ``postgresql+psycopg2``)."""
+    def url(self, dbname: str, driver: str = "postgresql+psycopg2") -> str:
+        """A SQLAlchemy URL. The driver is explicit: SQLAlchemy 2.1 maps a bare
+        ``postgresql://`` to psycopg 3, which is not installed (psycopg2-binary is)."""
         return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
 
     def dagster_storage(self, dbname: str) -> dict[str, Any]:
@@ -278,6 +281,8 @@ class PostgresServer(_Server):
                     "username": self.user,
                     "password": self.password,
                     "db_name": dbname,
+                    # SQLAlchemy 2.1's default for postgresql:// is psycopg 3 (not installed)
+                    "scheme": "postgresql+psycopg2",
                 }
             }
         }
@@ -308,8 +313,9 @@ class RedisServer(_Server):
 
     name = "redis"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         super().__init__()
+        self._wanted_port = port
         self._bin = _which(
             "redis-server", ("/usr/bin", "/usr/local/bin"),
             "install Redis (`make system-deps` runs `apt-get install redis-server`)",
@@ -325,7 +331,7 @@ class RedisServer(_Server):
         return f"{self.url}/{db}"
 
     def start(self) -> Self:
-        self.port = free_port()
+        self.port = self._wanted_port or free_port()
         args = [
             self._bin, "--port", str(self.port), "--bind", "127.0.0.1",
             "--protected-mode", "yes", "--save", "", "--appendonly", "no",
@@ -343,7 +349,8 @@ class RedisServer(_Server):
 
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
         try:
-            return bool(client.ping())
+            # our process, not a stranger that already had the port
+            return self.proc is not None and client.info("server")["process_id"] == self.proc.pid
         finally:
             client.close()
 
@@ -484,7 +491,9 @@ class MongodServer(_Server):
 
         client: Any = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=1000)
         try:
-            return bool(client.admin.command("ping").get("ok"))
+            # our process, not a stranger that already had the port
+            status = client.admin.command("serverStatus")
+            return self.proc is not None and status.get("pid") == self.proc.pid
         finally:
             client.close()
 

@@ -27,6 +27,7 @@ from my_data_platform_tests.scaleout.servers import (
     PostgresServer,
     RedisServer,
     ServerBinaryMissingError,
+    ServerError,
     _which,
 )
 
@@ -105,6 +106,16 @@ def test_mongod_round_trip(mongod_server: MongodServer) -> None:
         ]
     finally:
         client.close()
+
+
+def test_a_server_that_cannot_start_fails_with_its_log(redis_server: RedisServer) -> None:
+    """The port is taken: the error comes at once (not after the timeout), with the log."""
+    server = RedisServer(port=redis_server.port)
+    root = server.root
+    with pytest.raises(ServerError, match="exited before it was ready") as info, server:
+        pass
+    assert "Address already in use" in str(info.value)
+    assert not root.exists()  # cleaned up after the failed start
 
 
 def test_missing_binary_names_what_to_install() -> None:
