@@ -271,3 +271,26 @@ def test_ducklake_concurrent_writers(
     finally:
         a.close()
         b.close()
+
+
+def test_oltp_world_on_postgres_needs_the_psycopg2_url(
+    postgres_server: PostgresServer, moto_s3: MotoS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The generator seeds the OLTP tables on PostgreSQL and the project reads them back.
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which is not installed: an
+    MDP_OLTP_URL must name ``postgresql+psycopg2://``."""
+    from my_data_platform.core.oltp import OLTPError, read_table
+    from my_data_platform.synth import generate_world
+    from my_data_platform.synth.config import WorldConfig
+
+    postgres_server.create_database("oltp_world")
+    url = postgres_server.url("oltp_world")
+    assert url.startswith("postgresql+psycopg2://")
+    store = _product_store(moto_s3, s3_bucket)
+    config = WorldConfig(days=1, users=20, photos=30, events_per_day=200)
+    summary = generate_world(config, store, url, tmp_path / "ground_truth")
+    photos = read_table(url, "photos", ["photo_id", "object_key"])
+    assert photos.height == summary.photos == 30
+    assert all(store.head(k) is not None for k in photos["object_key"].to_list()[:3])
+    with pytest.raises(OLTPError, match="No module named 'psycopg'"):
+        read_table(postgres_server.url("oltp_world", driver="postgresql"), "photos", ["photo_id"])
