@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
 from my_data_platform_tests.scaleout.servers import (
     MongodServer,
     MotoS3,
@@ -56,10 +57,10 @@ def mongod_server() -> Iterator[MongodServer]:
 
 
 @pytest.fixture(scope="session")
-def lakefs_test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The lakeFS API test double (an HTTP server thread in this process) for dataset versions."""
-    from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
-
+def lakefs_test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSTestServer]:
+    """The lakeFS API test double for dataset versions: an HTTP server thread in this process
+    on 127.0.0.1 (workers reach it at ``.endpoint`` with ``.access_key_id`` and
+    ``.secret_access_key``)."""
     root: Path = tmp_path_factory.mktemp("lakefs")
     with LakeFSTestServer(root) as server:
         yield server

@@ -21,6 +21,7 @@ import pytest
 from my_data_platform.core import warehouse as wh
 from my_data_platform.core.duck import load_extension
 from my_data_platform.core.objectstore import S3ObjectStore
+from my_data_platform_tests.core.versioning.lakefs_server import LakeFSTestServer
 from my_data_platform_tests.scaleout.servers import (
     MongodServer,
     MotoS3,
@@ -116,6 +117,29 @@ def test_a_server_that_cannot_start_fails_with_its_log(redis_server: RedisServer
         pass
     assert "Address already in use" in str(info.value)
     assert not root.exists()  # cleaned up after the failed start
+
+
+def test_lakefs_test_server_answers_another_process(lakefs_test_server: LakeFSTestServer) -> None:
+    import base64
+
+    auth = base64.b64encode(
+        f"{lakefs_test_server.access_key_id}:{lakefs_test_server.secret_access_key}".encode()
+    ).decode()
+    script = textwrap.dedent(f"""
+        import urllib.request, urllib.error
+        def get(headers):
+            req = urllib.request.Request({lakefs_test_server.endpoint!r}
+                                         + "/api/v1/repositories/none", headers=headers)
+            try:
+                return urllib.request.urlopen(req, timeout=10).status
+            except urllib.error.HTTPError as e:
+                return e.code
+        print(get({{}}), get({{"Authorization": "Basic {auth}"}}))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["401", "404"]  # refused without credentials; then no repo
 
 
 def test_missing_binary_names_what_to_install() -> None:
