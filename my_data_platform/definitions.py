@@ -95,9 +95,35 @@ def executor_from_settings(s: Settings) -> dg.ExecutorDefinition | None:
         else "MDP_CELERY_BROKER_URL"
     )
     return celery_heartbeat_executor().configured(
-        {"broker": {"env": "MDP_CELERY_BROKER_URL"}, "backend": {"env": backend}},
+        {
+            "broker": {"env": "MDP_CELERY_BROKER_URL"},
+            "backend": {"env": backend},
+            "config_source": celery_config_source(s.celery_visibility_timeout_s),
+        },
         name="celery_heartbeat_executor",
     )
+
+
+def celery_config_source(visibility_timeout_s: float) -> dict[str, Any]:
+    """Celery settings that keep a step whose worker died (kill -9, a lost machine).
+
+    By default a worker acknowledges a task when it receives it, so a worker killed whole takes
+    its step with it and the run waits forever. Acknowledged late, with a rejected-on-loss task
+    and Redis restoring unacknowledged tasks, the step goes to another worker after
+    ``visibility_timeout_s`` (which must exceed the longest step plus its wait in the worker, or a
+    running step is delivered again). One prefetched task per process: a task waiting behind a
+    long step would otherwise count against the timeout. Celery workers need the same settings
+    in their ``-y`` yaml (docs/scale-out.md)."""
+    return {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+        },
+    }
 
 
 def celery_heartbeat_executor() -> dg.ExecutorDefinition:

@@ -103,6 +103,9 @@ class Settings:
     executor: ExecutorKind | None = None
     # the running webserver `mdp run` launches its backfill through (production profile)
     webserver_url: str | None = None
+    # how long Redis keeps a step delivered to a Celery worker that has not finished it before
+    # giving it to another worker (the step of a worker that died); must exceed the longest step
+    celery_visibility_timeout_s: float = 3600.0
     # --- end scale-out profile ----------------------------------------------------------------
 
     @property
@@ -314,7 +317,15 @@ def _scale_out() -> dict[str, object]:
         "profile": profile,
         "executor": executor,
         "webserver_url": webserver_url("MDP_WEBSERVER_URL", _env("MDP_WEBSERVER_URL")),
+        "celery_visibility_timeout_s": _positive("MDP_CELERY_VISIBILITY_TIMEOUT_S", 3600.0),
     }
+
+
+def _positive(name: str, default: float) -> float:
+    value = _float(name, default)
+    if not value:
+        raise SettingsError(f"{name} must be positive, got {_env(name)!r}")
+    return value
 
 
 def _url_scheme(name: str, schemes: tuple[str, ...]) -> None:
