@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,11 @@ from my_data_platform.synth.truth import (
     truth_key,
 )
 from my_data_platform.synth.world import all_photos
+from my_data_platform_tests.defs.exploration.tiny import (  # noqa: F401
+    image_key,
+    mongo_uri,
+    publish_tiny_dataset,
+)
 
 TINY = WorldConfig(days=2, users=40, photos=120, events_per_day=1_500, files_per_day=2, seed=5)
 
@@ -252,3 +258,66 @@ def test_truth_names_outside_the_known_files_are_refused(tmp_path: Path) -> None
             truth_key(hostile)
     with pytest.raises(FileNotFoundError, match="mdp seed"):
         read_world(store)
+
+
+@pytest.mark.slow  # starts the bundled mongod (the stand-in for the MongoDB server)
+def test_exploration_on_another_worker_needs_no_file_from_the_first(
+    workers: Workers,
+    mongo_uri: str,  # noqa: F811
+) -> None:
+    """Worker A builds the FiftyOne dataset of a commit; worker B (same cache path, empty disk)
+    reuses it by fetching the images from the store; worker C (another cache path) rebuilds its
+    samples with paths of its own cache. No host ever reads a file another host wrote."""
+    from my_data_platform.core import exploration as X
+    from my_data_platform.core.versioning import LocalVersionStore
+    from my_data_platform.defs.exploration.resources import FiftyOneResource
+
+    fo = X.connect_fiftyone(mongo_uri, "mdp-test-no-local-state")
+    vs = LocalVersionStore(workers.root / "servers" / "versions", "datasets")
+    workers.become("a")
+    store = object_store_from_settings()
+    commit = publish_tiny_dataset(store, vs, n=8)
+    shared_cache = workers.root / "same-path-on-every-host" / "media"
+    on_a = FiftyOneResource(database_uri=mongo_uri, media_dir=str(shared_cache))
+    first = on_a.dataset_for_commit(fo, vs, store, commit)
+    assert first.added == 8
+    ids = sorted(first.dataset.values("photo_id"))
+
+    shutil.rmtree(shared_cache)  # worker B: the same path, but nothing A fetched is there
+    workers.become("b")
+    again = on_a.dataset_for_commit(fo, vs, object_store_from_settings(), commit)
+    assert again.added == 0  # reused: the images came from the store, not from A
+    for sample in again.dataset.select_fields(["photo_id", "filepath"]):
+        key = image_key(sample.photo_id)
+        assert Path(sample.filepath).read_bytes() == store.get_bytes(key)
+
+    shutil.rmtree(shared_cache)  # worker C has neither A's nor B's files
+    host_c = workers.become("c")
+    on_c = FiftyOneResource(database_uri=mongo_uri, media_dir=str(host_c / "data" / "media"))
+    rebuilt = on_c.dataset_for_commit(fo, vs, object_store_from_settings(), commit)
+    paths = rebuilt.dataset.values("filepath")
+    assert sorted(rebuilt.dataset.values("photo_id")) == ids and len(paths) == 8
+    assert all(p.startswith(str(host_c)) and Path(p).is_file() for p in paths)
+
+
+def test_media_cache_fill_ignores_paths_outside_the_cache(workers: Workers) -> None:
+    """Sample paths come from a shared database: one that climbs out of the cache, or names
+    another host's folder, is never fetched to nor written; only this cache's missing files."""
+    from my_data_platform.defs.exploration.resources import fill_media_cache
+
+    host = workers.become("a")
+    store = object_store_from_settings()
+    store.put_bytes("landing/photos/00000001.jpg", b"jpeg-1")
+    cache = host / "cache"
+    outside = host / "outside.jpg"
+    hostile = [
+        f"{cache}/../outside.jpg",
+        f"{cache}/landing/../../outside.jpg",
+        str(outside),
+        "/etc/passwd",
+        f"{cache}/landing/photos/00000001.jpg",
+    ]
+    assert fill_media_cache(hostile, store, cache) == 1
+    assert (cache / "landing/photos/00000001.jpg").read_bytes() == b"jpeg-1"
+    assert not outside.exists()
+    assert fill_media_cache(hostile, store, cache) == 0  # cached now
