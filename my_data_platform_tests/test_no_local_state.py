@@ -24,6 +24,15 @@ from typer.testing import CliRunner
 
 from my_data_platform.core import model_registry as R
 from my_data_platform.core.objectstore import LocalObjectStore, ObjectStore
+from my_data_platform.core.synthetic_truth import (
+    CORRUPTIONS_PARQUET,
+    PHOTOS_PARQUET,
+    TRUTH_PREFIX,
+    WORLD_JSON,
+    migrate_local_truth,
+    read_world,
+    truth_key,
+)
 from my_data_platform.defs.automation import alerts
 from my_data_platform.defs.automation.resources import alerts_resource_from_settings
 from my_data_platform.defs.features.resources import ground_truth_resource_from_settings
@@ -34,15 +43,6 @@ from my_data_platform.defs.lake.resources import (
 from my_data_platform.settings import get_settings, reset_settings
 from my_data_platform.synth import WorldConfig, generate_world
 from my_data_platform.synth.population import make_users
-from my_data_platform.synth.truth import (
-    CORRUPTIONS_PARQUET,
-    PHOTOS_PARQUET,
-    TRUTH_PREFIX,
-    WORLD_JSON,
-    migrate_local_truth,
-    read_world,
-    truth_key,
-)
 from my_data_platform.synth.world import all_photos
 from my_data_platform_tests.defs.exploration.tiny import (  # noqa: F401
     image_key,

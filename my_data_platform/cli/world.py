@@ -33,7 +33,7 @@ def seed(
     store = object_store()
     if s.object_store == "local":
         # a world seeded before the truth moved to the object store: move it there first
-        from my_data_platform.synth.truth import migrate_local_truth
+        from my_data_platform.core.synthetic_truth import migrate_local_truth
 
         moved = migrate_local_truth(store, s.ground_truth_dir)
         if moved:

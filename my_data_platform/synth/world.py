@@ -1,8 +1,9 @@
 """``mdp seed``: a deterministic synthetic photo-sharing world, landed like production data.
 
 OLTP tables, JPEG images and gzip JSON Lines event logs, plus the ground truth that only tests and
-model evaluation read, in the object store under ``synthetic/truth/`` (``synth/truth.py``), so
-a step on any worker finds it. Notes: ``docs/ingest.md``, ``docs/storage.md``.
+model evaluation read, in the object store under ``synthetic/truth/``
+(``core/synthetic_truth.py``), so a step on any worker finds it. Notes: ``docs/ingest.md``,
+``docs/storage.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ import polars as pl
 
 from my_data_platform.core.fsutil import atomic_path
 from my_data_platform.core.objectstore import ObjectStore
+from my_data_platform.core.synthetic_truth import (
+    CORRUPTIONS_PARQUET,
+    PHOTOS_PARQUET,
+    TRUTH_FILES,
+    TRUTH_PREFIX,
+    WORLD_JSON,
+    has_truth,
+    read_truth_bytes,
+    read_world,
+    truth_key,
+)
 from my_data_platform.synth import oltp
 from my_data_platform.synth.annotators import vendor_annotations
 from my_data_platform.synth.config import WorldConfig
@@ -44,17 +56,6 @@ from my_data_platform.synth.population import (
     day_rng,
     make_photos_day,
     make_users,
-)
-from my_data_platform.synth.truth import (
-    CORRUPTIONS_PARQUET,
-    PHOTOS_PARQUET,
-    TRUTH_FILES,
-    TRUTH_PREFIX,
-    WORLD_JSON,
-    has_truth,
-    read_truth_bytes,
-    read_world,
-    truth_key,
 )
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from my_data_platform.core.features import FeatureConfig
+from my_data_platform.core.synthetic_truth import PHOTOS_PARQUET, read_truth_frame
 from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 
@@ -46,8 +47,6 @@ class GroundTruthResource(dg.ConfigurableResource):
 
     def photos(self, columns: list[str] | None = None) -> pl.DataFrame | None:
         """The generator's per-photo truth, or ``None`` when there is none (real data)."""
-        from my_data_platform.synth.truth import PHOTOS_PARQUET, read_truth_frame
-
         found = read_truth_frame(self.object_store.get_store(), PHOTOS_PARQUET, columns)
         if found is None and self.legacy_dir:
             found = read_truth_frame(Path(self.legacy_dir), PHOTOS_PARQUET, columns)
