@@ -140,7 +140,7 @@ def fiftyone_resource_from_settings() -> FiftyOneResource:
     home = s.data_dir / "fiftyone"
     kwargs: dict = {
         "database_dir": str(home),
-        "media_dir": str(home / "media"),
+        "media_dir": str(s.fiftyone_media_cache),
         "mongod_debug": s.mongod_debug,
     }
     if s.fiftyone_database_uri_is_set:
