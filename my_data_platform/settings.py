@@ -45,6 +45,12 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
+def _path(name: str) -> Path | None:
+    """An optional folder: ``~`` expanded, made absolute (the working directory may change)."""
+    value = _env(name)
+    return None if value is None else Path(value).expanduser().resolve()
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -73,6 +79,7 @@ class Settings:
     lakefs_repository: str
     lakefs_storage_namespace: str | None
     fiftyone_database_name: str | None
+    media_cache_dir: Path | None
     schedule_timezone: str
     nightly_cron: str
     mongod_debug: bool
@@ -115,12 +122,16 @@ class Settings:
 
     @property
     def ground_truth_dir(self) -> Path:
-        """Where the generator writes what the pipeline must never read (the hidden truth)."""
+        """Where older generators wrote the hidden truth; it now lives in the object store
+        (``synthetic/truth/``), and this folder is read only to migrate it (embedded profile)."""
         return self.data_dir / "ground_truth"
 
     @property
-    def alerts_dir(self) -> Path:
-        return self.data_dir / "alerts"
+    def fiftyone_media_cache(self) -> Path:
+        """This host's FiftyOne media cache (``MDP_MEDIA_CACHE_DIR``): the same path on every
+        host lets a dataset built on one worker be reused on another (missing files are fetched
+        again from the object store)."""
+        return self.media_cache_dir or self.data_dir / "fiftyone" / "media"
 
     @property
     def fiftyone_database_uri_is_set(self) -> bool:
@@ -267,6 +278,7 @@ def get_settings() -> Settings:
         lakefs_repository=_env("MDP_LAKEFS_REPOSITORY", "datasets") or "datasets",
         lakefs_storage_namespace=_env("MDP_LAKEFS_STORAGE_NAMESPACE"),
         fiftyone_database_name=_env("MDP_FIFTYONE_DATABASE_NAME"),
+        media_cache_dir=_path("MDP_MEDIA_CACHE_DIR"),
         schedule_timezone=_timezone("MDP_SCHEDULE_TIMEZONE"),
         nightly_cron=_cron("MDP_NIGHTLY_CRON", "0 2 * * *"),
         mongod_debug=_flag("MDP_MONGOD_DEBUG"),

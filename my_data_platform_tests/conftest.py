@@ -38,6 +38,7 @@ _ENV_VARS = [
     "MDP_FIFTYONE_DATABASE_URI",
     "MDP_VERSIONING",
     "MDP_FIFTYONE_DATABASE_NAME",
+    "MDP_MEDIA_CACHE_DIR",
     # the scale-out profile (docs/scale-out.md)
     "MDP_PROFILE",
     "MDP_EXECUTOR",

@@ -196,3 +196,15 @@ def test_configure_fiftyone_writes_its_variables(monkeypatch: pytest.MonkeyPatch
     assert "FIFTYONE_PRIVATE_DATABASE_PORT" not in os.environ
     configure_fiftyone("mongodb://127.0.0.1:1/", "fo", validate=False)
     assert os.environ["FIFTYONE_DATABASE_VALIDATION"] == "false"
+
+
+def test_media_cache_dir_moves_fiftyone_media(
+    data_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from my_data_platform.defs.exploration.resources import fiftyone_resource_from_settings
+
+    assert fiftyone_resource_from_settings().media_path() == data_env / "fiftyone" / "media"
+    monkeypatch.setenv("MDP_MEDIA_CACHE_DIR", str(tmp_path / "shared-cache"))
+    reset_settings()
+    assert get_settings().fiftyone_media_cache == tmp_path / "shared-cache"
+    assert fiftyone_resource_from_settings().media_path() == tmp_path / "shared-cache"

@@ -51,8 +51,10 @@ def test_small_world_runs_with_warnings_and_needs_no_ground_truth(tmp_path: Path
     before = _snapshot(env)
     assert len(before["labels.image_content"]) > 50
 
-    # a real team has no ground truth: remove it and run everything again
-    shutil.rmtree(data / "ground_truth")
+    # a real team has no ground truth: remove it (it lives in the object store, under
+    # synthetic/truth/) and run everything again
+    shutil.rmtree(data / "lake" / "synthetic")
+    assert not (data / "ground_truth").exists()  # mdp seed keeps no local copy
     second = _mdp(env, "run", check=False)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     after = _snapshot(env)

@@ -97,7 +97,7 @@ def explore(
         fail(str(exc))
     with console.status(f"preparing the FiftyOne dataset of commit {commit[:12]}"):
         try:
-            built = X.build_from_commit(fo, vs, object_store(), commit, resource.media_path())
+            built = resource.dataset_for_commit(fo, vs, object_store(), commit)
         except (X.ExplorationError, VersioningError) as exc:
             fail(str(exc))
     ds = built.dataset

@@ -31,6 +31,13 @@ def seed(
 
     s = get_settings()
     store = object_store()
+    if s.object_store == "local":
+        # a world seeded before the truth moved to the object store: move it there first
+        from my_data_platform.core.synthetic_truth import migrate_local_truth
+
+        moved = migrate_local_truth(store, s.ground_truth_dir)
+        if moved:
+            console.print(f"moved the ground truth into {store.describe()}: {', '.join(moved)}")
     t0 = time.perf_counter()
     with progress() as bars:
         tasks: dict[str, Any] = {}
@@ -42,7 +49,7 @@ def seed(
 
         try:
             if append_days:
-                summary = append(append_days, store, s.oltp_url, s.ground_truth_dir, report)
+                summary = append(append_days, store, s.oltp_url, progress=report)
             else:
                 try:
                     start = dt.date.fromisoformat(start_date)
@@ -57,9 +64,7 @@ def seed(
                     corrupt_rate=corrupt_rate,
                     start_date=start,
                 )
-                summary = generate_world(
-                    cfg, store, s.oltp_url, s.ground_truth_dir, report, force=force
-                )
+                summary = generate_world(cfg, store, s.oltp_url, progress=report, force=force)
         except WorldExistsError as exc:
             fail(f"{exc} (use --force to replace it, or --append-days N to extend it)")
         except FileNotFoundError as exc:

@@ -1,13 +1,16 @@
 """``mdp seed``: a deterministic synthetic photo-sharing world, landed like production data.
 
 OLTP tables, JPEG images and gzip JSON Lines event logs, plus the ground truth that only tests and
-model evaluation read. Notes: ``docs/ingest.md``.
+model evaluation read, in the object store under ``synthetic/truth/``
+(``core/synthetic_truth.py``), so a step on any worker finds it. Notes: ``docs/ingest.md``,
+``docs/storage.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 import logging
 import time
@@ -20,6 +23,17 @@ import polars as pl
 
 from my_data_platform.core.fsutil import atomic_path
 from my_data_platform.core.objectstore import ObjectStore
+from my_data_platform.core.synthetic_truth import (
+    CORRUPTIONS_PARQUET,
+    PHOTOS_PARQUET,
+    TRUTH_FILES,
+    TRUTH_PREFIX,
+    WORLD_JSON,
+    has_truth,
+    read_truth_bytes,
+    read_world,
+    truth_key,
+)
 from my_data_platform.synth import oltp
 from my_data_platform.synth.annotators import vendor_annotations
 from my_data_platform.synth.config import WorldConfig
@@ -61,9 +75,6 @@ __all__ = [
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: users, photos, images, events."""
 
-WORLD_JSON = "world.json"
-PHOTOS_PARQUET = "photos.parquet"
-CORRUPTIONS_PARQUET = "corruptions.parquet"
 LANDING_PREFIX = "landing/"
 FORMAT_VERSION = 1
 _IMAGE_BATCH = 512
@@ -98,13 +109,16 @@ def generate_world(
     config: WorldConfig,
     store: ObjectStore,
     oltp_url: str,
-    ground_truth_dir: Path,
+    ground_truth_dir: Path | None = None,
     progress: Progress | None = None,
     force: bool = False,
 ) -> WorldSummary:
-    """Create a fresh world of ``config.days`` days; with ``force`` replace an existing one."""
+    """Create a fresh world of ``config.days`` days; with ``force`` replace an existing one.
+
+    The truth goes to ``store`` under ``synthetic/truth/``; ``ground_truth_dir``, when given,
+    also receives a copy, for people and tests to read (no pipeline step reads it)."""
     started = time.perf_counter()
-    gt = Path(ground_truth_dir)
+    gt = Path(ground_truth_dir) if ground_truth_dir is not None else None
     engine = oltp.make_engine(oltp_url)
     try:
         existing = _what_exists(store, engine, gt)
@@ -116,7 +130,8 @@ def generate_world(
             logger.info("replacing the existing world (%s)", ", ".join(existing))
             removed = store.delete_prefix(LANDING_PREFIX)
             logger.info("deleted %d landing objects from %s", removed, store.describe())
-            for name in (WORLD_JSON, PHOTOS_PARQUET, CORRUPTIONS_PARQUET):
+            store.delete_prefix(TRUTH_PREFIX)
+            for name in TRUTH_FILES if gt is not None else ():
                 (gt / name).unlink(missing_ok=True)
         oltp.recreate(engine)
         users = make_users(config.users, config.seed, config.start_date)
@@ -137,15 +152,16 @@ def append_days(
     n: int,
     store: ObjectStore,
     oltp_url: str,
-    ground_truth_dir: Path,
+    ground_truth_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> WorldSummary:
-    """Generate days ``[last + 1, last + n]`` of the world described by ``world.json``."""
+    """Generate days ``[last + 1, last + n]`` of the world described by ``world.json`` in
+    ``store`` (``ground_truth_dir``: as for :func:`generate_world`)."""
     if n < 1:
         raise ValueError("append_days needs n >= 1")
     started = time.perf_counter()
-    gt = Path(ground_truth_dir)
-    previous = read_world(gt)
+    gt = Path(ground_truth_dir) if ground_truth_dir is not None else None
+    previous = read_world(store)
     config = WorldConfig.from_json(previous["config"])
     first = max(d["day_index"] for d in previous["day_stats"]) + 1
     users = make_users(config.users, config.seed, config.start_date)
@@ -160,14 +176,6 @@ def append_days(
     summary.users = config.users
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def read_world(ground_truth_dir: Path) -> dict[str, Any]:
-    """The parsed ``world.json`` (raises FileNotFoundError when no world was generated)."""
-    path = Path(ground_truth_dir) / WORLD_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"no world at {path}: run generate_world (mdp seed) first")
-    return json.loads(path.read_text())
 
 
 def all_photos(
@@ -194,9 +202,11 @@ def _emit(progress: Progress | None, stage: str, done: int, total: int) -> None:
         progress(stage, done, total)
 
 
-def _what_exists(store: ObjectStore, engine: Any, gt: Path) -> list[str]:
+def _what_exists(store: ObjectStore, engine: Any, gt: Path | None) -> list[str]:
     found = []
-    if (gt / WORLD_JSON).exists():
+    if has_truth(store):
+        found.append(f"ground truth in {store.describe()}")
+    if gt is not None and (gt / WORLD_JSON).exists():
         found.append(f"ground truth in {gt}")
     if next(iter(store.list(LANDING_PREFIX)), None) is not None:
         found.append(f"landing objects in {store.describe()}")
@@ -211,7 +221,7 @@ def _generate_days(
     users: pl.DataFrame,
     store: ObjectStore,
     engine: Any,
-    gt: Path,
+    gt: Path | None,
     progress: Progress | None,
     previous: dict[str, Any] | None,
 ) -> WorldSummary:
@@ -284,7 +294,7 @@ def _generate_days(
         )
         _emit(progress, "events", i + 1, len(days))
 
-    _write_ground_truth(config, gt, photos, corruption_rows, day_stats, truncated, previous)
+    _write_ground_truth(config, store, gt, photos, corruption_rows, day_stats, truncated, previous)
     totals: dict[str, int] = {}
     for row in corruption_rows:
         totals[row["kind"]] = totals.get(row["kind"], 0) + row["count"]
@@ -343,14 +353,24 @@ def _write_images(
     return written
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
+def _put_truth(store: ObjectStore, gt: Path | None, name: str, data: bytes) -> None:
+    """One truth file into the store, and into the local copy when there is one."""
+    store.put_bytes(truth_key(name), data)
+    if gt is not None:
+        with atomic_path(gt / name) as tmp:
+            tmp.write_bytes(data)
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return buf.getvalue()
 
 
 def _write_ground_truth(
     config: WorldConfig,
-    gt: Path,
+    store: ObjectStore,
+    gt: Path | None,
     photos: pl.DataFrame,
     corruption_rows: list[dict[str, Any]],
     day_stats: list[dict[str, Any]],
@@ -373,7 +393,7 @@ def _write_ground_truth(
         "expected_rate",
         "image_status",
     )
-    _atomic_write(gt / PHOTOS_PARQUET, truth.write_parquet)
+    _put_truth(store, gt, PHOTOS_PARQUET, _parquet_bytes(truth))
 
     schema = {
         "day": pl.Date,
@@ -384,10 +404,10 @@ def _write_ground_truth(
         "lines_readable": pl.Int64,
     }
     new = pl.DataFrame(corruption_rows, schema=schema)
-    old_path = gt / CORRUPTIONS_PARQUET
-    if previous is not None and old_path.exists():
-        new = pl.concat([pl.read_parquet(old_path).cast(schema), new])  # type: ignore[arg-type]
-    _atomic_write(old_path, new.sort("day", "kind").write_parquet)
+    old = read_truth_bytes(store, CORRUPTIONS_PARQUET) if previous is not None else None
+    if old is not None:
+        new = pl.concat([pl.read_parquet(io.BytesIO(old)).cast(schema), new])  # type: ignore[arg-type]
+    _put_truth(store, gt, CORRUPTIONS_PARQUET, _parquet_bytes(new.sort("day", "kind")))
 
     prev_stats = list(previous["day_stats"]) if previous else []
     prev_trunc = list(previous["truncated_files"]) if previous else []
@@ -405,7 +425,6 @@ def _write_ground_truth(
         "quarantine_reasons": QUARANTINE_REASONS,
         "truncated_files": prev_trunc + truncated,
     }
-    _atomic_write(
-        gt / WORLD_JSON,
-        lambda p: p.write_text(json.dumps(world, indent=2, sort_keys=False) + "\n"),
-    )
+    # world.json last: its presence is what marks a world as complete and existing
+    text = json.dumps(world, indent=2, sort_keys=False) + "\n"
+    _put_truth(store, gt, WORLD_JSON, text.encode())

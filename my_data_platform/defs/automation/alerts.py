@@ -1,20 +1,26 @@
-"""Run-failure alerts: a structured record in the log, a JSON line on disk, an optional webhook.
+"""Run-failure alerts: a structured record in the log, an object in the object store, an
+optional webhook.
 
-The JSONL file (``$MDP_DATA_DIR/alerts/alerts.jsonl``) is the durable record a person or a
-pager integration can tail; the webhook (``AlertsResource.webhook_url``) is best effort: a slow
-or failing endpoint never fails the sensor, and the URL is never logged.
+The objects (``alerts/run_failure/date=YYYY-MM-DD/<time>-<run id>-<nonce>.json``, one per alert)
+are the durable record: the sensor may evaluate on any host (workers share nothing but servers),
+so alerts live where every host can list them, never in one host's file. One object per alert
+means concurrent writers never clash, and keys sort by time, so :func:`read_alerts` lists them
+in order. The webhook (``AlertsResource.webhook_url``) is best effort: a slow or failing
+endpoint never fails the sensor, and the URL is never logged.
 """
 
 import datetime as dt
 import json
 import logging
 import urllib.request
-from pathlib import Path
+import uuid
 from typing import Any
 
 import dagster as dg
 
-from my_data_platform.defs.automation.resources import AlertsResource
+from my_data_platform.core.objectstore import ObjectNotFoundError, ObjectStore
+from my_data_platform.defs.automation.resources import ALERTS_PREFIX, AlertsResource
+from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 WEBHOOK_TIMEOUT_S = 5.0
 
@@ -49,11 +55,47 @@ def build_alert(context: dg.RunFailureSensorContext) -> dict[str, Any]:
     }
 
 
-def append_alert(alert: dict[str, Any], path: Path) -> None:
-    """One line per alert; a single ``write`` on an O_APPEND file keeps lines whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(alert, sort_keys=True, default=str) + "\n")
+def alert_key(run_id: str, when: dt.datetime | None = None) -> str:
+    """A new, unique key for an alert about ``run_id``: its day folder, then the time to the
+    microsecond (keys sort by time), the run id and a random nonce (two hosts alerting on the
+    same run in the same microsecond still write two objects)."""
+    when = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    safe_run = "".join(c for c in run_id if c.isalnum() or c == "-")[:64] or "unknown"
+    return (
+        f"{ALERTS_PREFIX}date={when:%Y-%m-%d}/"
+        f"{when:%Y%m%dT%H%M%S.%f}Z-{safe_run}-{uuid.uuid4().hex[:12]}.json"
+    )
+
+
+def write_alert(alert: dict[str, Any], store: ObjectStore) -> str:
+    """Store one alert as its own object (one PUT: atomic); returns its key."""
+    key = alert_key(str(alert.get("run_id") or ""))
+    store.put_bytes(key, json.dumps(alert, sort_keys=True, default=str).encode())
+    return key
+
+
+def read_alerts(store: ObjectStore, since: dt.date | None = None) -> list[dict[str, Any]]:
+    """Every alert in ``store``, oldest first (from the day ``since`` on, when given), each
+    with its ``key``. An object that is not a JSON alert is listed as ``kind:
+    "unreadable_alert"`` with the reason, not skipped: a damaged record stays visible."""
+    start = f"{ALERTS_PREFIX}date={since:%Y-%m-%d}/" if since else None
+    out: list[dict[str, Any]] = []
+    for info in store.list(ALERTS_PREFIX):
+        if start is not None and info.key < start:
+            continue
+        try:
+            alert = json.loads(store.get_bytes(info.key))
+        except ObjectNotFoundError:
+            continue  # deleted since listing (retention): it is no longer an alert
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.append({"kind": "unreadable_alert", "key": info.key, "reason": str(exc)})
+            continue
+        if not isinstance(alert, dict):
+            reason = f"a JSON {type(alert).__name__}, not an object"
+            out.append({"kind": "unreadable_alert", "key": info.key, "reason": reason})
+            continue
+        out.append({**alert, "key": info.key})
+    return out
 
 
 def post_webhook(alert: dict[str, Any], url: str, timeout: float = WEBHOOK_TIMEOUT_S) -> bool:
@@ -66,9 +108,9 @@ def post_webhook(alert: dict[str, Any], url: str, timeout: float = WEBHOOK_TIMEO
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return 200 <= resp.status < 300
-    except Exception as exc:  # any network/HTTP error: the alert is already on disk
+    except Exception as exc:  # any network/HTTP error: the alert is already stored
         logger.warning(
-            "alert webhook failed (%s); alert kept in the JSONL file", type(exc).__name__
+            "alert webhook failed (%s); alert kept in the object store", type(exc).__name__
         )
         return False
 
@@ -76,11 +118,16 @@ def post_webhook(alert: dict[str, Any], url: str, timeout: float = WEBHOOK_TIMEO
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Writes a structured alert for every failed run (log, JSONL file, webhook).",
+    description="Writes a structured alert for every failed run (log, object store, webhook).",
 )
-def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
+def run_failure_alerts(
+    context: dg.RunFailureSensorContext,
+    alerts: AlertsResource,
+    object_store: ObjectStoreResource,
+) -> None:
     alert = build_alert(context)
-    append_alert(alert, alerts.path())
+    key = write_alert(alert, object_store.get_store())
+    context.log.info("alert stored as %s", key)
     context.log.error("run failure alert: %s", json.dumps(alert, default=str))
     url = (alerts.webhook_url or "").strip()
     if url:

@@ -51,7 +51,7 @@ def fiftyone_dataset(
     vs = versioning.get_store()
     commit = dataset_commit(context.instance, vs, config.dataset_commit)
     fo = fiftyone.get_fiftyone()
-    built = X.build_from_commit(fo, vs, object_store.get_store(), commit, fiftyone.media_path())
+    built = fiftyone.dataset_for_commit(fo, vs, object_store.get_store(), commit)
     ds = built.dataset
     context.log.info(
         "FiftyOne dataset %s: %d samples (%d written now)", ds.name, len(ds), built.added
@@ -116,7 +116,7 @@ def fiftyone_predictions(
     if "split" in predictions.columns:
         predictions = predictions.filter(pl.col("split").cast(pl.String) == "test")
     fo = fiftyone.get_fiftyone()
-    built = X.build_from_commit(fo, versioning.get_store(), store, commit, fiftyone.media_path())
+    built = fiftyone.dataset_for_commit(fo, versioning.get_store(), store, commit)
     run = context.instance.get_latest_materialization_event(MODEL_KEY)
     counts = X.write_predictions(
         built.dataset,

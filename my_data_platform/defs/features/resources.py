@@ -8,6 +8,8 @@ import polars as pl
 from pydantic import Field
 
 from my_data_platform.core.features import FeatureConfig
+from my_data_platform.core.synthetic_truth import PHOTOS_PARQUET, read_truth_frame
+from my_data_platform.defs.lake.resources import ObjectStoreResource
 
 
 class FeatureSettings(dg.ConfigurableResource):
@@ -30,19 +32,40 @@ class FeatureSettings(dg.ConfigurableResource):
 class GroundTruthResource(dg.ConfigurableResource):
     """What the generator of a synthetic world knows and the pipeline cannot observe: the image
     classifier trains on its image classes, and the popularity model is scored against its
-    oracle. Absent on real data."""
+    oracle. Absent on real data.
 
-    ground_truth_dir: str = Field(
-        description="The generator's hidden truth (default $MDP_DATA_DIR/ground_truth)."
+    It is read from the object store (``synthetic/truth/photos.parquet``, written by ``mdp
+    seed``), so a step finds it on any worker. ``legacy_dir`` is the embedded profile's old
+    local folder (``$MDP_DATA_DIR/ground_truth``), read only when the store has no truth: a
+    world seeded before the move keeps its oracle on the one host it lives on."""
+
+    object_store: ObjectStoreResource
+    legacy_dir: str | None = Field(
+        default=None,
+        description="Embedded profile only: the pre-object-store truth folder, a fallback.",
     )
-
-    def photos_path(self) -> Path:
-        return Path(self.ground_truth_dir) / "photos.parquet"
 
     def photos(self, columns: list[str] | None = None) -> pl.DataFrame | None:
         """The generator's per-photo truth, or ``None`` when there is none (real data)."""
-        path = self.photos_path()
-        return pl.read_parquet(path, columns=columns) if path.exists() else None
+        found = read_truth_frame(self.object_store.get_store(), PHOTOS_PARQUET, columns)
+        if found is None and self.legacy_dir:
+            found = read_truth_frame(Path(self.legacy_dir), PHOTOS_PARQUET, columns)
+        return found
+
+
+def ground_truth_resource_from_settings(
+    object_store: ObjectStoreResource | None = None,
+) -> GroundTruthResource:
+    """The truth in the configured object store; the old local folder as a fallback only on
+    the embedded (local object store) profile, where the store and that folder share a host."""
+    from my_data_platform.defs.lake.resources import object_store_resource_from_settings
+    from my_data_platform.settings import get_settings
+
+    s = get_settings()
+    return GroundTruthResource(
+        object_store=object_store or object_store_resource_from_settings(),
+        legacy_dir=str(s.ground_truth_dir) if s.object_store == "local" else None,
+    )
 
 
 def feature_settings_from_settings() -> FeatureSettings:
@@ -64,13 +87,9 @@ def feature_settings_from_settings() -> FeatureSettings:
 @dg.definitions
 def resources() -> dg.Definitions:
     """Settings are read when Dagster loads the code location, never at import time."""
-    from my_data_platform.settings import get_settings
-
     return dg.Definitions(
         resources={
             "feature_settings": feature_settings_from_settings(),
-            "ground_truth": GroundTruthResource(
-                ground_truth_dir=str(get_settings().ground_truth_dir)
-            ),
+            "ground_truth": ground_truth_resource_from_settings(),
         }
     )

@@ -3,7 +3,6 @@ the same call trains, scores and compares, so a manifest can be checked by retra
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -92,19 +91,22 @@ def reproduce_manifest(
     vs: Any,
     manifest: dict[str, Any],
     device: str | None = None,
-    ground_truth_dir: str | Path | None = None,
+    ground_truth: GroundTruthResource | None = None,
 ) -> dict[str, Any]:
     """Retrain from a manifest and return the same structure, plus how close it came.
 
-    ``ground_truth_dir`` defaults to the settings' (the CLI has no resources)."""
-    if ground_truth_dir is None:
-        from my_data_platform.settings import get_settings
+    ``ground_truth`` defaults to the settings' (the CLI has no resources): the truth in the
+    object store, so a reproduction on another host scores the same oracle."""
+    if ground_truth is None:
+        from my_data_platform.defs.features.resources import ground_truth_resource_from_settings
 
-        ground_truth_dir = get_settings().ground_truth_dir
+        with dg.build_resources({"gt": ground_truth_resource_from_settings()}) as res:
+            gt = res.gt.photos()
+    else:
+        gt = ground_truth.photos()
     cfg = T.TrainConfig.from_dict(manifest["config"])
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
-    gt = GroundTruthResource(ground_truth_dir=str(ground_truth_dir)).photos()
     _, metrics, base, orc, _, _ = train_from_commit(vs, manifest["dataset_commit"], cfg, gt)
     out = {
         "kind": "popularity_model_reproduction",

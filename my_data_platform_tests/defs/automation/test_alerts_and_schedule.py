@@ -1,4 +1,4 @@
-"""The nightly schedule's skip logic and the run-failure alert (file + webhook)."""
+"""The nightly schedule's skip logic and the run-failure alert (object store + webhook)."""
 
 import datetime as dt
 import json
@@ -13,6 +13,7 @@ import pytest
 from my_data_platform.defs.automation import alerts
 from my_data_platform.defs.automation.resources import alerts_resource_from_settings
 from my_data_platform.defs.automation.schedules import nightly_dataset_job, nightly_decision
+from my_data_platform.defs.lake.resources import object_store_resource_from_settings
 from my_data_platform.settings import get_settings, reset_settings
 
 TRAINING = dg.AssetKey(["features", "training_examples"])
@@ -127,21 +128,29 @@ def _failure_context(instance: dg.DagsterInstance) -> tuple[str, dg.RunFailureSe
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=run,
-        resources={"alerts": alerts_resource_from_settings()},
+        resources={
+            "alerts": alerts_resource_from_settings(),
+            "object_store": object_store_resource_from_settings(),
+        },
     ).for_run_failure()
     return result.run_id, ctx
 
 
-def test_failure_sensor_writes_a_jsonl_alert_and_posts_the_webhook(
+def _stored_alerts() -> list[dict]:
+    from my_data_platform.defs.lake.resources import object_store_from_settings
+
+    return alerts.read_alerts(object_store_from_settings())
+
+
+def test_failure_sensor_stores_an_alert_and_posts_the_webhook(
     data_env: Path, webhook: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MDP_ALERT_WEBHOOK_URL", webhook)
     with dg.instance_for_test() as instance:
         run_id, ctx = _failure_context(instance)
         alerts.run_failure_alerts(ctx)
-    lines = (data_env / "alerts" / "alerts.jsonl").read_text().splitlines()
-    assert len(lines) == 1
-    alert = json.loads(lines[0])
+    (alert,) = _stored_alerts()
+    assert alert["key"].startswith("alerts/run_failure/date=")
     assert alert["run_id"] == run_id
     assert alert["job"] == "doomed"
     assert alert["kind"] == "run_failure"
@@ -165,5 +174,7 @@ def test_failure_sensor_survives_an_unreachable_webhook(
         run_id, ctx = _failure_context(instance)
         alerts.run_failure_alerts(ctx)  # must not raise
         alerts.run_failure_alerts(ctx)
-    lines = (data_env / "alerts" / "alerts.jsonl").read_text().splitlines()
-    assert [json.loads(line)["run_id"] for line in lines] == [run_id, run_id]
+    stored = _stored_alerts()
+    assert [a["run_id"] for a in stored] == [run_id, run_id]
+    assert len({a["key"] for a in stored}) == 2  # one object per alert, never overwritten
+    assert not (data_env / "alerts").exists()  # nothing on this host's disk
