@@ -84,6 +84,10 @@ def load_extensions(conn: duckdb.DuckDBPyConnection, location: WarehouseLocation
     load_extension(conn, "ducklake")
     if location.kind in ("sqlite", "postgres"):
         load_extension(conn, location.kind)
+    if "://" in location.data_path and not location.data_path.startswith("file://"):
+        # from its package, before ATTACH: DuckDB would otherwise autoload it from the
+        # extension folder under HOME, and download it when that is empty (a fresh host)
+        load_extension(conn, "httpfs")
 
 
 def attach_catalog(
