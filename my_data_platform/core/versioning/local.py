@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -43,6 +44,10 @@ from my_data_platform.core.versioning.local_storage import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_COMMIT_PREFIX = re.compile(r"^[0-9a-f]{6,63}$")
+"""The shortest commit-id prefix resolved (lakeFS takes short ids too)."""
 
 
 class LocalVersionStore(LocalStorage, VersionStore):
@@ -321,7 +326,27 @@ class LocalVersionStore(LocalStorage, VersionStore):
             tag = self._tag_path(ref)
             if tag.exists():
                 return tag.read_text().strip()
+        if _COMMIT_PREFIX.fullmatch(ref):
+            return self._commit_by_prefix(ref)
         raise RefNotFoundError(f"ref {ref!r} not found in repository {self.repository!r}")
+
+    def _commit_by_prefix(self, prefix: str) -> str:
+        """A unique commit-id prefix (as ``mdp datasets log`` shows: 12 digits), as lakeFS
+        resolves short commit ids; ambiguous or unknown prefixes are not found."""
+        folder = self.path / "commits" / prefix[:2]
+        found = sorted(
+            prefix[:2] + p.name.removesuffix(".json")
+            for p in (folder.glob(f"{prefix[2:]}*.json") if folder.is_dir() else [])
+        )
+        found = [c for c in found if looks_like_commit_id(c)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise RefNotFoundError(
+                f"commit prefix {prefix!r} is ambiguous in repository {self.repository!r} "
+                f"({len(found)} commits: {', '.join(c[:16] for c in found[:5])}); give more digits"
+            )
+        raise RefNotFoundError(f"ref {prefix!r} not found in repository {self.repository!r}")
 
     def get_commit(self, ref: str) -> Commit:
         return self._to_commit(self.resolve_ref(ref))

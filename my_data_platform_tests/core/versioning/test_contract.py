@@ -74,6 +74,21 @@ def test_write_commit_and_read_at_branch_tag_and_commit(store: VersionStore) -> 
     assert store.get_commit("v1").metadata == {"rows": "10", "run_id": "abc"}
 
 
+def test_a_short_commit_id_resolves_like_the_full_one(store: VersionStore) -> None:
+    """``mdp datasets log`` shows 12 digits; users paste them back (lakeFS takes short ids)."""
+    store.create_branch("run-1", "main")
+    cid = commit_files(store, "run-1", {"a.txt": b"v1"}, "first")
+    assert store.resolve_ref(cid[:12]) == cid
+    assert store.resolve_ref(cid[:6]) == cid
+    assert store.get_object(cid[:12], "a.txt") == b"v1"
+    assert store.get_commit(cid[:12]).id == cid
+    missing = next(p for p in ("000000", "ffffff", "abcdef") if not cid.startswith(p))
+    with pytest.raises(RefNotFoundError):
+        store.resolve_ref(missing)
+    with pytest.raises(RefNotFoundError):
+        store.resolve_ref(cid[:5])  # too short to be taken for a commit
+
+
 def test_staged_writes_are_visible_on_the_branch_only(store: VersionStore) -> None:
     store.create_branch("wip", "main")
     head = store.branch_head("wip")
