@@ -338,6 +338,16 @@ def test_production_loads_with_celery_reading_the_broker_from_the_environment(
     assert job.executor_def.config_schema._config_fn({}) == {  # type: ignore[attr-defined]
         "broker": {"env": "MDP_CELERY_BROKER_URL"},
         "backend": {"env": "MDP_CELERY_BROKER_URL"},
+        "config_source": {
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "broker_transport_options": {
+                "visibility_timeout": 3600.0,
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+            },
+        },
     }
 
     resolved = ResolvedRunConfig.build(job, {})
@@ -359,6 +369,24 @@ def test_production_loads_with_celery_reading_the_broker_from_the_environment(
     job = _load().resolve_implicit_global_asset_job_def()
     config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
     assert config["backend"] == "redis://:REDIS-PW@redis.internal:6379/1"
+
+
+def test_celery_acknowledges_late_with_the_configured_visibility_timeout(
+    env: pytest.MonkeyPatch,
+) -> None:
+    """A worker that dies in a step gives it back: the executor's celery config acknowledges
+    late, and Redis redelivers after MDP_CELERY_VISIBILITY_TIMEOUT_S (which must be positive)."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    _set(env, {**PRODUCTION, "MDP_CELERY_VISIBILITY_TIMEOUT_S": "900"})
+    job = _load().resolve_implicit_global_asset_job_def()
+    source = ResolvedRunConfig.build(job, {}).execution.execution_engine_config["config_source"]
+    assert source["task_acks_late"] is True and source["task_reject_on_worker_lost"] is True
+    assert source["broker_transport_options"]["visibility_timeout"] == 900.0
+    for bad in ("0", "-5", "soon"):
+        _set(env, {"MDP_CELERY_VISIBILITY_TIMEOUT_S": bad})
+        with pytest.raises(SettingsError, match="MDP_CELERY_VISIBILITY_TIMEOUT_S"):
+            get_settings()
 
 
 @pytest.mark.parametrize("kind", ["in_process", "multiprocess"])

@@ -147,8 +147,34 @@ def dataset_files(ref: str = "main") -> dict[str, Fingerprint]:
                 columns, ([r.get(c) for c in columns] for r in records)
             )
         else:
-            out[entry.path] = (-1, hashlib.sha256(data).hexdigest())
+            out[entry.path] = (-1, hashlib.sha256(lineage_free(entry.path, data)).hexdigest())
     return out
+
+
+LINEAGE_HEADING = b"## Upstream versions"
+
+
+def lineage_free(path: str, data: bytes) -> bytes:
+    """The dataset card without its lineage section: that names the upstream materializations
+    (event storage ids, run ids, times), which identify *this* build like commit ids do and
+    differ between any two builds of the same data."""
+    if path == "README.md" and LINEAGE_HEADING in data:
+        return data[: data.index(LINEAGE_HEADING)]
+    return data
+
+
+def dataset_texts(ref: str = "main") -> dict[str, str]:
+    """The small text files of the dataset at ``ref`` (the card, label metadata), so a
+    difference can be shown line by line."""
+    from my_data_platform.defs.datasets.resources import version_store_from_settings
+
+    store = version_store_from_settings()
+    texts = {}
+    for entry in store.list_objects(ref):
+        if entry.path.endswith((".md", ".json", ".txt")):
+            data = lineage_free(entry.path, store.get_object(ref, entry.path))
+            texts[entry.path] = data.decode(errors="replace")[:65536]
+    return texts
 
 
 def compare(
@@ -176,6 +202,7 @@ def main() -> None:
         "tables": warehouse_tables(),
         "dataset": dataset_files(),
         "duplicate_keys": duplicate_keys(),
+        "texts": dataset_texts(),
     }
     sys.stdout.write(json.dumps(result) + "\n")
 

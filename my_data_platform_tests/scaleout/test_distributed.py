@@ -27,6 +27,7 @@ key twice and the same fingerprints.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import signal
@@ -131,6 +132,21 @@ def _step_start(instance: dg.DagsterInstance, step: str) -> tuple[str, int] | No
             if r.event_log_entry.step_key == step:
                 return run.run_id, r.event_log_entry.dagster_event.pid
     return None
+
+
+def _text_diffs(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+    return [
+        "".join(
+            difflib.unified_diff(
+                expected.get(name, "").splitlines(True),
+                actual.get(name, "").splitlines(True),
+                f"embedded/{name}",
+                f"production/{name}",
+            )
+        )
+        for name in sorted(set(expected) | set(actual))
+        if expected.get(name) != actual.get(name)
+    ]
 
 
 def _start_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
@@ -293,7 +309,9 @@ def test_production_on_real_servers_equals_embedded_and_survives_a_killed_worker
         for part in ("tables", "dataset"):
             same, diffs = compare(embedded[part], first[part])
             summary.append(f"{part} {len(same)}/{len(same) + len(diffs)} equal")
-            assert not diffs, f"{part} differ from the embedded profile:\n" + "\n".join(diffs)
+            assert not diffs, f"{part} differ from the embedded profile:\n" + "\n".join(
+                diffs + _text_diffs(embedded["texts"], first["texts"])
+            )
         assert first["duplicate_keys"] and not any(first["duplicate_keys"].values()), first
         steps = _step_seconds(instance)
         slowest = max(steps, key=steps.__getitem__)
