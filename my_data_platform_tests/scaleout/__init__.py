@@ -13,4 +13,11 @@ Test infrastructure (see each module for why):
   their own HOME, TMPDIR, MDP_DATA_DIR and DAGSTER_HOME; ``write_dagster_home`` and
   ``celery_execution_config`` for the shared configuration.
 * :mod:`.celery_job`: a two-op job that reports where each step ran.
+* :mod:`.production`: ``Production`` (the production profile's variables on those servers,
+  ``host_env``, ``mdp``), ``webserver_and_daemon`` (dagster-webserver and a 1 s dagster-daemon
+  on PostgreSQL storage, every sensor and schedule stopped first).
+* :mod:`.fingerprints`: per table and dataset file, row count and sha256 of the rows sorted
+  (floats rounded to 1e-6); run as a module in a profile's environment.
+* :mod:`.test_distributed`: the whole graph on the production profile equals the embedded
+  profile on the same seed; a worker killed mid-step; a rerun without duplicates.
 """
