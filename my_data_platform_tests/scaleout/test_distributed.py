@@ -21,7 +21,8 @@ While that run materializes ``features/image_embeddings`` (the longest step), th
 running it is SIGKILLed whole, as if its machine died; a new worker joins. With late
 acknowledgement (``definitions.celery_config_source``) the step goes to a live worker after the
 visibility timeout and the run completes; a second ``mdp run`` then completes too and leaves no
-key twice and the same fingerprints.
+key twice and the same fingerprints. Each worker's own MDP_DATA_DIR holds nothing but the
+per-host FiftyOne media cache at the end.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ VISIBILITY_TIMEOUT_S = 75.0
 step is never delivered twice; a killed worker's step comes back after about this long."""
 RERUN = "group:warehouse"
 """What runs again after the kill: the event partitions append, the rest merge or replace."""
+HOST_CACHES = ("fiftyone/media/",)
+"""What a worker may leave under its MDP_DATA_DIR: per-host caches (docs/scale-out.md)."""
 REDIS_DB = 10  # and 11: a broker and a result db of this module's own on the session's Redis
 
 
@@ -147,6 +150,11 @@ def _text_diffs(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
         for name in sorted(set(expected) | set(actual))
         if expected.get(name) != actual.get(name)
     ]
+
+
+def _local_files(data_dir: Path) -> list[str]:
+    """What a worker left in its own MDP_DATA_DIR: no other host can read it."""
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if p.is_file())
 
 
 def _start_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
@@ -328,16 +336,24 @@ def test_production_on_real_servers_equals_embedded_and_survives_a_killed_worker
         assert proc2.returncode == 0, f"the rerun failed:\n{out2[-8000:]}\n{_failures(instance)}"
         second = _fingerprints(prod.host_env(tmp_path / "reader"), tmp_path)
         _ = logs
+        local = {w.name: _local_files(w.root / "data") for w in [*workers.values(), replacement]}
 
     for part in ("tables", "dataset"):
         _, diffs2 = compare(first[part], second[part])
         assert not diffs2, f"{part} changed on the rerun:\n" + "\n".join(diffs2)
     assert not any(second["duplicate_keys"].values()), second["duplicate_keys"]
     timings["total"] = time.monotonic() - t0 + embedded["seconds"]
+    left = sorted({f for files in local.values() for f in files})
+    # a worker's own disk holds caches only (the FiftyOne media cache, refilled from the object
+    # store): anything else there is data the other hosts never see
+    assert all(f.startswith(HOST_CACHES) for f in left), [
+        f for f in left if not f.startswith(HOST_CACHES)
+    ]
     print(
         f"\nscale-out equality: {'; '.join(summary)} (rows and row hashes); killed "
         f"{victim.name} at {killed_at:.0f} s in {KILL_STEP}, step redelivered, run succeeded; "
         f"rerun of {RERUN} unchanged, no duplicate keys; slowest step {slowest} "
-        f"{steps[slowest]:.0f} s; timings "
+        f"{steps[slowest]:.0f} s; files left in the workers' data dirs "
+        f"{ {k: len(v) for k, v in local.items()} } {left[:20]}; timings "
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     )
