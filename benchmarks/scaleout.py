@@ -437,9 +437,7 @@ def main() -> None:
         # the instance first: its first connection creates Dagster's tables (workers would race)
         bench = Bench(write_dagster_home(tmp / "dagster_home", storage), execution, env)
         stack.callback(bench.close)
-        log(
-            f"servers up: postgres {postgres.start_seconds:.1f} s, redis {redis.start_seconds:.1f} s"
-        )
+        log(f"servers: postgres {postgres.start_seconds:.1f} s, redis {redis.start_seconds:.1f} s")
 
         def worker(name: str) -> CeleryWorker:
             w = CeleryWorker(name, storage=storage, execution_config=execution, env=env)
