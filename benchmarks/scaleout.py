@@ -118,9 +118,15 @@ class TinyConfig(dg.Config):
 @dg.op(ins={"after": dg.In(dg.Nothing)})
 def tiny(context: dg.OpExecutionContext, config: TinyConfig) -> int:
     """A step with next to no compute: what is left of its wall time is overhead."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     total = sum(range(config.work))
-    context.add_output_metadata({"compute_s": time.perf_counter() - t0, "checksum": total})
+    context.add_output_metadata(
+        {
+            "compute_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0,
+            "checksum": total,
+        }
+    )
     return total
 
 
@@ -143,7 +149,7 @@ def day_work(context: dg.OpExecutionContext, config: DayConfig) -> int:
     from my_data_platform.synth.config import WorldConfig
     from my_data_platform.synth.features_world import event_day_frame, world_tables
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = WorldConfig(days=config.days, events_per_day=config.events_per_day, seed=config.seed)
     photos, users = world_tables(cfg)
     events = event_day_frame(cfg, config.day, photos, users)
@@ -159,7 +165,13 @@ def day_work(context: dg.OpExecutionContext, config: DayConfig) -> int:
     numeric = [c for c, t in snapshot.schema.items() if t.is_integer() and c != "photo_id"]
     checksum = int(sum(int(snapshot[c].sum()) for c in numeric)) + events.height
     context.add_output_metadata(
-        {"compute_s": time.perf_counter() - t0, "checksum": checksum, "events": events.height}
+        {
+            "compute_s": time.perf_counter() - t0,
+            # CPU seconds of the step's process: below compute_s when the core was shared
+            "cpu_s": time.process_time() - c0,
+            "checksum": checksum,
+            "events": events.height,
+        }
     )
     return checksum
 
@@ -224,7 +236,8 @@ def _coordinate(argv: list[str]) -> int:
 
 
 def step_outputs(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, float]]:
-    """Each step's own ``compute_s`` and ``checksum`` from its STEP_OUTPUT metadata."""
+    """Each step's own ``compute_s`` (wall), ``cpu_s`` and ``checksum`` from its STEP_OUTPUT
+    metadata."""
     out = {}
     for record in instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.STEP_OUTPUT, limit=10_000
@@ -232,7 +245,7 @@ def step_outputs(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[st
         event = record.event_log_entry.dagster_event
         assert event is not None and event.step_key is not None
         metadata = event.step_output_data.metadata
-        out[event.step_key] = {k: metadata[k].value for k in ("compute_s", "checksum")}
+        out[event.step_key] = {k: metadata[k].value for k in ("compute_s", "cpu_s", "checksum")}
     return out
 
 
@@ -354,7 +367,8 @@ def day_ops(days: int, events_per_day: int, seed: int, only: int | None = None) 
 def backfill(bench: Bench, mode: str, days: int, epd: int, seed: int) -> dict[str, Any]:
     """One backfill of ``days`` days; wall seconds, summed compute and per-day checksums."""
     checks: dict[int, int] = {}
-    compute = 0.0
+    compute = cpu = 0.0
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     if mode == "inprocess":
         run_ids = []
@@ -379,10 +393,17 @@ def backfill(bench: Bench, mode: str, days: int, epd: int, seed: int) -> dict[st
             day = only if only is not None else int(step.removeprefix("day_"))
             checks[day] = int(out["checksum"])
             compute += out["compute_s"]
+            cpu += out["cpu_s"]
     if sorted(checks) != list(range(days)):
         raise RuntimeError(f"{mode}: days {sorted(checks)} done, expected {days}")
-    log(f"B {mode:22s} {wall:.2f} s (steps' own compute {compute:.2f} s)")
-    return {"s": wall, "compute_s": compute, "checksums": [checks[d] for d in range(days)]}
+    log(f"B {mode:22s} {wall:.2f} s (steps' own wall {compute:.2f} s, cpu {cpu:.2f} s)")
+    return {
+        "s": wall,
+        "compute_s": compute,
+        "cpu_s": cpu,
+        "loadavg_1m_before": load,
+        "checksums": [checks[d] for d in range(days)],
+    }
 
 
 def log(message: str) -> None:
@@ -483,6 +504,12 @@ def main() -> None:
             "events_per_day": epd,
             **{f"backfill_{k}_s": round(v["s"], 3) for k, v in b.items()},
             **{f"backfill_{k}_compute_s": round(v["compute_s"], 3) for k, v in b.items()},
+            **{f"backfill_{k}_cpu_s": round(v["cpu_s"], 3) for k, v in b.items()},
+            # busy cores: the steps' own wall time over the backfill's (ceiling: workers)
+            **{
+                f"backfill_{k}_parallelism": round(v["compute_s"] / v["s"], 3) for k, v in b.items()
+            },
+            **{f"backfill_{k}_loadavg_1m": round(v["loadavg_1m_before"], 2) for k, v in b.items()},
             "speedup_2w_vs_1w_steps": round(
                 b["celery_steps_1w"]["s"] / b["celery_steps_2w"]["s"], 3
             ),
