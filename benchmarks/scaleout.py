@@ -85,6 +85,7 @@ os.environ.update(THREAD_ENV)
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -323,6 +324,7 @@ class Bench:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
         self.instance.dispose()
+        shutil.rmtree(self.logs, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
