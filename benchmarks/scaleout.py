@@ -91,9 +91,10 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -419,6 +420,39 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _watchdog(close_all: Callable[[], bool], grace: float = 10.0) -> None:
+    """Stop everything on SIGINT/SIGTERM even when the main thread never hears of it.
+
+    Dagster swaps the SIGINT/SIGTERM handlers during a run (``capture_interrupts``) and an
+    interrupt it captured can be dropped, so Ctrl-C may never reach this code as a
+    KeyboardInterrupt (seen here: the benchmark ran on after SIGINT and SIGTERM). The wakeup fd
+    sees every signal whichever Python handler is installed: a daemon thread waits on it, gives
+    the main thread ``grace`` seconds to unwind, then stops the run workers, Celery workers
+    and servers itself and exits with 130.
+    """
+    # a pipe's descriptors are plain ints: nothing closes them behind our back (a socket
+    # object that went out of scope would, and the fd number would be reused)
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            data = os.read(reader, 64)
+            if any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+                break
+        time.sleep(grace)
+        try:
+            if not close_all():  # the main thread is closing (or closed) everything
+                return
+        except BaseException as exc:  # e.g. restoring a signal handler off the main thread
+            log(f"while stopping: {exc!r}")
+        log("stopped on a signal the run did not act on")
+        os._exit(130)
+
+    threading.Thread(target=watch, name="bench-watchdog", daemon=True).start()
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so every server and worker is stopped either way."""
@@ -430,7 +464,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if threading.current_thread() is threading.main_thread():  # not the watchdog
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:
@@ -455,7 +490,18 @@ def main() -> None:
     load_start = os.getloadavg()
     t_start = time.perf_counter()
     report: dict[str, Any] = {"cores": os.cpu_count(), "loadavg_start": load_start}
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    closing = threading.Lock()
+
+    def close_all() -> bool:
+        """Close the stack once, from whichever thread comes first; False if it was taken."""
+        if not closing.acquire(blocking=False):
+            return False
+        stack.close()
+        return True
+
+    _watchdog(close_all)
+    try:
         stack.enter_context(_terminate_as_interrupt())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mdp-bench-")))
         postgres = stack.enter_context(PostgresServer())
@@ -499,6 +545,9 @@ def main() -> None:
                 b[f"celery_runs_{n_workers}w"] = backfill(
                     bench, f"celery_runs_{n_workers}w", days, epd, args.seed
                 )
+    finally:
+        if not close_all():  # the watchdog is closing everything: let it finish and exit
+            time.sleep(600)
 
     reference = b["inprocess"]["checksums"]
     agree = all(v["checksums"] == reference for v in b.values())
