@@ -60,6 +60,11 @@ in-process, 5.6 s on Celery and 8.8 to 14 s with a launched run worker, and a 2-
 speedup of 1.26 to 1.28 for one run of 8 days (1.13 to 1.15 with a run per day): the steps
 got about 1.5 cores, not 2 (docs/scale-out.md, "Benchmark").
 
+Stopping: every server, worker and run worker is stopped on exit, on failure, and on Ctrl-C
+or SIGTERM. Dagster captures SIGINT/SIGTERM during a run and can drop them (tried: both were
+ignored and the benchmark ran to its end), so a watchdog thread sees the signal through the
+wakeup fd and, if the main thread has not unwound within 10 s, stops everything itself.
+
 Machine load matters: the figures are wall times on a host whose cores may be shared with
 other jobs; the JSON records ``os.getloadavg()`` at start and end. On 2 cores the ceiling of
 ``speedup_2w_vs_1w`` is 2.
