@@ -54,11 +54,12 @@ Celery's default prefetch (4 tasks per process) is left as it is: with equal-siz
 both workers up before the backfill is submitted, the split is even. Each step records its
 process's CPU seconds next to its wall time (``cpu_s``; in-process that includes the run
 worker's own threads): on a shared host the two part, and ``backfill_*_parallelism`` (the
-steps' wall over the backfill's) shows how many cores the backfill really kept busy. Two runs
-on 2 cores shared with other test suites (load 4 to 19) gave 4-step runs of 0.7 to 1.2 s
-in-process, 5.6 s on Celery and 8.8 to 14 s with a launched run worker, and a 2-worker
-speedup of 1.26 to 1.28 for one run of 8 days (1.13 to 1.15 with a run per day): the steps
-got about 1.5 cores, not 2 (docs/scale-out.md, "Benchmark").
+steps' wall over the backfill's) shows how many cores the backfill really kept busy. Three
+runs on 2 vCPUs shared with other test suites (load 2 to 19) gave 4-step runs of 0.7 to 1.2 s
+in-process, 5.4 to 5.8 s on Celery and 7.4 to 14 s with a launched run worker, and a 2-worker
+speedup of 0.82 to 1.28 for one run of 8 days (0.92 to 1.15 with a run per day): every day
+took the same CPU time, but two steps at once got 0.8 to 1.5 cores' worth of wall, not 2
+(docs/scale-out.md, "Benchmark").
 
 Stopping: every server, worker and run worker is stopped on exit, on failure, and on Ctrl-C
 or SIGTERM. Dagster captures SIGINT/SIGTERM during a run and can drop them (tried: both were
