@@ -58,8 +58,8 @@ steps' wall over the backfill's) shows how many cores the backfill really kept b
 runs on 2 vCPUs shared with other test suites (load 2 to 19) gave 4-step runs of 0.7 to 1.2 s
 in-process, 5.4 to 5.8 s on Celery and 7.4 to 14 s with a launched run worker, and a 2-worker
 speedup of 0.82 to 1.28 for one run of 8 days (0.92 to 1.15 with a run per day): every day
-took the same CPU time, but two steps at once got 0.8 to 1.5 cores' worth of wall, not 2
-(docs/scale-out.md, "Benchmark").
+took the same CPU time (about 1.6 s), but two steps at once got about 0.8 of a core between
+them, not 2: the other jobs had the rest (docs/scale-out.md, "Benchmark").
 
 Stopping: every server, worker and run worker is stopped on exit, on failure, and on Ctrl-C
 or SIGTERM. Dagster captures SIGINT/SIGTERM during a run and can drop them (tried: both were
