@@ -85,6 +85,7 @@ bench: install
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/versioning.py
 	$(BIN)/python benchmarks/loader.py
+	PYTHONPATH=. $(BIN)/python benchmarks/scaleout.py
 
 clean:
 	rm -f $(STAMP)
