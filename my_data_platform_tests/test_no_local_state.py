@@ -285,6 +285,7 @@ def test_exploration_on_another_worker_needs_no_file_from_the_first(
 
     shutil.rmtree(shared_cache)  # worker B: the same path, but nothing A fetched is there
     workers.become("b")
+    X.disconnect_fiftyone()  # another host: its own connection to the shared database
     again = on_a.dataset_for_commit(fo, vs, object_store_from_settings(), commit)
     assert again.added == 0  # reused: the images came from the store, not from A
     for sample in again.dataset.select_fields(["photo_id", "filepath"]):
@@ -293,6 +294,7 @@ def test_exploration_on_another_worker_needs_no_file_from_the_first(
 
     shutil.rmtree(shared_cache)  # worker C has neither A's nor B's files
     host_c = workers.become("c")
+    X.disconnect_fiftyone()
     on_c = FiftyOneResource(database_uri=mongo_uri, media_dir=str(host_c / "data" / "media"))
     rebuilt = on_c.dataset_for_commit(fo, vs, object_store_from_settings(), commit)
     paths = rebuilt.dataset.values("filepath")

@@ -72,6 +72,9 @@ def webserver() -> Iterator[tuple[str, Path]]:
 
 def _servers(home: Path, logs: Path) -> Iterator[tuple[str, Path]]:
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    # create the storage (and run its migrations) once, here: a webserver and a daemon that
+    # both find an empty home race on the schema and one of them dies
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
     port = free_port()
     webserver_bin = str(Path(sys.executable).parent / "dagster-webserver")
