@@ -71,7 +71,7 @@ def connect_fiftyone(database_uri: str, database_name: str = "fiftyone") -> Modu
         )
     import fiftyone.core.odm.database as fodb
 
-    fodb._disconnect()
+    _drop_connection(fodb)
     fodb._connection_kwargs.clear()
     fo.config.database_uri = database_uri
     fo.config.database_name = database_name
@@ -86,7 +86,19 @@ def disconnect_fiftyone() -> None:
     if "fiftyone" in sys.modules:
         import fiftyone.core.odm.database as fodb
 
-        fodb._disconnect()
+        _drop_connection(fodb)
+
+
+def _drop_connection(fodb: ModuleType) -> None:
+    """Close FiftyOne's client and forget what holds it: its repository factory caches the
+    database handle and collections of the client it was built with (delegated operations,
+    the execution store), which a later ``Dataset.delete`` would use after the close ("Cannot
+    use MongoClient after close")."""
+    fodb._disconnect()
+    import fiftyone.factory.repo_factory as repo_factory
+
+    repo_factory.RepositoryFactory.repos.clear()
+    repo_factory._db = None  # its cached database handle of the closed client
 
 
 def _redact(uri: str | None) -> str:
