@@ -251,6 +251,21 @@ class LocalVersionStore(LocalStorage, VersionStore):
             return None
         return max(common, key=lambda c: (self._read_commit_raw(c)["generation"], c))
 
+    def _merge_sides(self, source_ref: str, dest_branch: str) -> tuple[str, dict[str, str], Tree]:
+        """The source commit, the destination's head record and its committed tree, once the
+        destination is known to be a clean branch (call under the lock)."""
+        src = self.resolve_ref(source_ref)
+        if not self._is_branch(dest_branch):
+            raise RefNotFoundError(f"destination branch {dest_branch!r} not found")
+        head = self._read_head(dest_branch)
+        dst_tree = self._commit_tree(head["commit"])
+        if _overlay(dst_tree, self._read_staging(head["staging"])) != dst_tree:
+            raise UncommittedChangesError(
+                f"branch {dest_branch!r} has uncommitted changes; commit or reset them "
+                "before merging into it"
+            )
+        return src, head, dst_tree
+
     def merge(
         self,
         source_ref: str,
@@ -259,17 +274,8 @@ class LocalVersionStore(LocalStorage, VersionStore):
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         with self._locked():
-            src = self.resolve_ref(source_ref)
-            if not self._is_branch(dest_branch):
-                raise RefNotFoundError(f"destination branch {dest_branch!r} not found")
-            head = self._read_head(dest_branch)
+            src, head, dst_tree = self._merge_sides(source_ref, dest_branch)
             dst = head["commit"]
-            dst_tree = self._commit_tree(dst)
-            if _overlay(dst_tree, self._read_staging(head["staging"])) != dst_tree:
-                raise UncommittedChangesError(
-                    f"branch {dest_branch!r} has uncommitted changes; commit or reset them "
-                    "before merging into it"
-                )
             base = self.merge_base(src, dst)
             if base == src:  # already contained (includes src == dst)
                 return dst

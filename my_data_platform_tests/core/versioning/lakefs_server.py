@@ -90,7 +90,6 @@ from my_data_platform.core.versioning import (
     UncommittedChangesError,
     VersioningError,
 )
-from my_data_platform.core.versioning.local import _overlay
 from my_data_platform_tests.core.versioning.lakefs_http import (
     HTTPError,
     RequestHandler,
@@ -193,14 +192,8 @@ class _LakeFSStore(LocalVersionStore):
         if strategy not in _STRATEGIES:
             raise HTTPError(400, "invalid strategy: invalid value: validation error")
         with self._locked():
-            src = self.resolve_ref(source_ref)
-            if not self._is_branch(dest_branch):
-                raise RefNotFoundError(f"branch {dest_branch!r} not found")
-            head = self._read_head(dest_branch)
+            src, head, dst_tree = self._merge_sides(source_ref, dest_branch)
             dst = head["commit"]
-            dst_tree = self._commit_tree(dst)
-            if _overlay(dst_tree, self._read_staging(head["staging"])) != dst_tree:
-                raise UncommittedChangesError("uncommitted changes (dirty branch)")
             base = self.merge_base(src, dst)
             base_tree = self._commit_tree(base) if base else {}
             src_tree = self._commit_tree(src)
