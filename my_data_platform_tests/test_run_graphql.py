@@ -9,10 +9,8 @@ configurable) is shortened to 1 s in the daemon process, so a backfill ends in s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ from my_data_platform.core.graphql_client import (
 )
 from my_data_platform.runner import RemoteRefresh, follow_remote_refresh, launch_remote_refresh
 from my_data_platform_tests.conftest import free_port
+from my_data_platform_tests.scaleout.servers import stop_process_group
 
 MODULE = "my_data_platform_tests.graphql_defs"
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,17 +45,6 @@ FAST_DAEMON = (
     "import sys, dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 1; "
     "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; main()"
 )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the process group (the server and the code server it spawned)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +101,7 @@ def _servers(home: Path, logs: Path) -> Iterator[tuple[str, Path]]:
         yield url, home
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process_group(proc, 10)
 
 
 def _stored(home: Path, asset: str, day: str) -> int:

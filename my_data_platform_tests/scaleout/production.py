@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from my_data_platform_tests.scaleout.servers import (
     RedisServer,
     free_port,
     log_tail,
+    stop_process_group,
 )
 from my_data_platform_tests.scaleout.workers import REPO_ROOT
 
@@ -153,17 +153,6 @@ def instance_yaml(storage: dict[str, Any]) -> str:
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the process's session (the server and the code server and run workers it spawned)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=15)
-
-
 _SENSORS = """
 query { repositoriesOrError { ... on RepositoryConnection { nodes {
   sensors { id name sensorState { status } }
@@ -247,4 +236,4 @@ def webserver_and_daemon(production: Production) -> Iterator[tuple[str, Path]]:
             yield url, logs
         finally:
             for proc in procs:
-                _stop(proc)
+                stop_process_group(proc, 15)

@@ -113,18 +113,18 @@ def _which(name: str, dirs: tuple[str, ...] = (), install_hint: str = "") -> str
     return found
 
 
-def _stop_process(proc: subprocess.Popen[Any] | None, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited within ``grace``."""
-    if proc is None or proc.poll() is not None:
+def stop_process_group(proc: subprocess.Popen[Any] | None, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever of it is left after ``grace``: the
+    leader may exit first and leave its children (a code server, run workers) in the group."""
+    if proc is None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(grace)
 
 
 class _Server:
@@ -355,7 +355,7 @@ class RedisServer(_Server):
             client.close()
 
     def stop(self) -> None:
-        _stop_process(self.proc)
+        stop_process_group(self.proc)
         self.proc = None
 
 
@@ -498,5 +498,5 @@ class MongodServer(_Server):
             client.close()
 
     def stop(self) -> None:
-        _stop_process(self.proc, grace=30)
+        stop_process_group(self.proc, grace=30)
         self.proc = None
